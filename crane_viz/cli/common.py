@@ -1,0 +1,77 @@
+"""Shared CLI plumbing: argparse options generated from param declarations, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import param
+
+from ..errors import CraneVizError
+
+EXIT_USAGE = 2
+
+
+def _bounds_text(p: param.Parameter) -> str:
+    bounds = getattr(p, "bounds", None)
+    if not bounds or bounds == (None, None):
+        return ""
+    lo, hi = bounds
+    inc = getattr(p, "inclusive_bounds", (True, True))
+    if hi is None:
+        return f" At least {lo}." if inc[0] else f" Above {lo}."
+    if lo is None:
+        return f" At most {hi}." if inc[1] else f" Below {hi}."
+    return f" Range {'[' if inc[0] else '('}{lo}, {hi}{']' if inc[1] else ')'}."
+
+
+def add_param_options(parser: argparse.ArgumentParser, cls: type[param.Parameterized],
+                      names: list[str] | None = None) -> None:
+    """Add one `--name` option per parameter of `cls`, typed and documented from its declaration.
+
+    Defaults are left to the Parameterized class (options default to None = "not given").
+    """
+    for name, p in cls.param.objects("existing").items():
+        if name == "name" or (names is not None and name not in names):
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = p.default
+        help_text = (p.doc or "") + _bounds_text(p) + ("" if default is None else f" Default: {default}.")
+        help_text = help_text.replace("%", "%%")
+        if isinstance(p, param.Boolean):
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+        elif isinstance(p, param.Selector):
+            choices = [c for c in p.objects if c is not None]
+            parser.add_argument(flag, dest=name, choices=choices, default=None, help=help_text)
+        elif isinstance(p, param.Integer):
+            parser.add_argument(flag, dest=name, type=int, default=None, help=help_text)
+        elif isinstance(p, param.Number):
+            parser.add_argument(flag, dest=name, type=float, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=str, default=None, help=help_text)
+
+
+def given(args: argparse.Namespace, cls: type[param.Parameterized]) -> dict:
+    """The parameters of `cls` the user actually passed on the command line."""
+    names = set(cls.param.objects("existing")) - {"name"}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def warn(message: str) -> None:
+    print(f"crane-viz: warning: {message}", file=sys.stderr)
+
+
+def fail(message: str) -> int:
+    print(f"crane-viz: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run_guarded(func, args) -> int:
+    """Run a subcommand; user-facing errors become one line on stderr and exit status 2."""
+    try:
+        return func(args) or 0
+    except CraneVizError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("crane-viz: interrupted; no partial output was kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,70 @@
+"""The one interface every evolution engine answers: construct once, then `step(state) -> state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class State:
+    """What an engine carries from one frame to the next.
+
+    phi: (B, *grid) order parameter; time: simulated time; frame: frames taken so far;
+    hidden: engine-private recurrent memory (the CRNN's hidden states), None for solvers.
+    """
+
+    phi: torch.Tensor
+    time: float = 0.0
+    frame: int = 0
+    hidden: tuple | None = None
+
+    def advanced(self, phi: torch.Tensor, frame_time: float, hidden: tuple | None = None) -> "State":
+        """The state one frame τ later."""
+        return replace(self, phi=phi, time=self.time + frame_time, frame=self.frame + 1,
+                       hidden=hidden)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An evolution engine. `step` advances one frame τ; tensors are (batch, *grid) on any device."""
+
+    name: str  # short label, e.g. "spectral", "fd", "crnn:coherent-2d"
+    dim: int  # 2 or 3
+    frame_time: float  # τ, simulated time per step() call
+    grid_scale: int  # grid points of the caller's field per engine grid point (2 = half resolution)
+
+    def init_state(self, phi: torch.Tensor) -> State: ...
+
+    def step(self, state: State) -> State: ...
+
+
+def repeated(step: Callable[[State], State], k: int) -> Callable[[State], State]:
+    """A step function that applies `step` k times (keep every k-th frame)."""
+    def many(state: State) -> State:
+        for _ in range(k):
+            state = step(state)
+        return state
+    return many
+
+
+def rollout(engine: Engine, phi0: torch.Tensor, frames: int, *, every: int = 1,
+            progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `frames` kept frames (each `every` engine steps) from phi0.
+
+    Returns (trajectory of shape (B, frames + 1, *grid) with the initial frame first, times).
+    `progress(i)` is called after each kept frame.
+    """
+    state = engine.init_state(phi0)
+    step = repeated(engine.step, every)
+    out = [state.phi]
+    times = [state.time]
+    for i in range(frames):
+        state = step(state)
+        out.append(state.phi)
+        times.append(state.time)
+        if progress is not None:
+            progress(i + 1)
+    return torch.stack(out, dim=1), torch.tensor(times, dtype=torch.float64)

@@ -1,0 +1,160 @@
+"""Run settings declared once, with bounds and docs, shared by the CLI, the app and scripts.
+
+`SimulationSettings` is a `param.Parameterized`: the CLI builds its options from these
+declarations and the app shows them as widgets. Construction checks each bound; `check()` adds the
+checks that involve several settings and returns warnings for values outside the papers' ranges.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import param
+import torch
+
+from .errors import InputError
+from .initial import composition_gradient, load_field, perlin_field, slab, sphere
+from .presets import PRESETS, Preset, get_preset
+
+MAX_SIZE_3D = 256  # 3D grids above 256³ are refused: hours per frame on CPU, GBs per field
+PAPER_MAX_MISFIT = 0.012  # the 2D paper's largest η; larger values are accepted with a warning
+INIT_KINDS = ("perlin", "sphere", "slab", "gradient")
+WORK_ARRAYS = 24  # float32 fields of grid size an engine step keeps alive, for the memory check
+
+
+def default_preset_for(dim: int | None) -> str:
+    """The paper preset of a dimension: coherent-2d in 2D, plain-3d in 3D."""
+    return "plain-3d" if dim == 3 else "coherent-2d"
+
+
+def available_memory_bytes() -> int:
+    """Physical memory of this machine (the bound of the largest grid we accept)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU; an unavailable 'cuda' is an InputError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+class InitialConditionSettings(param.Parameterized):
+    """How the initial field is made: Perlin noise about ⟨φ⟩ (the papers), a shape, or a file."""
+
+    mean = param.Number(0.5, bounds=(0.0, 1.0), inclusive_bounds=(False, False),
+                        softbounds=(0.2, 0.8), doc="Mean composition ⟨φ⟩, strictly between 0 and 1.")
+    amplitude = param.Number(0.1, bounds=(0.0, None), softbounds=(0.0, 0.5),
+                             doc="Peak deviation max|φ − ⟨φ⟩| of the initial noise (≥ 0).")
+    cells = param.Integer(8, bounds=(1, None), softbounds=(1, 64),
+                          doc="Perlin lattice cells per side; correlation length = size / cells.")
+    octaves = param.Integer(1, bounds=(1, 6), doc="Perlin octaves (each doubles the cells, half weight).")
+    seed = param.Integer(0, bounds=(0, 2**32 - 1), doc="Random seed of the initial noise.")
+    init_kind = param.Selector(default="perlin", objects=list(INIT_KINDS),
+                               doc="Initial condition: Perlin noise, sphere, slab or a composition gradient.")
+    init = param.String(default=None, allow_None=True,
+                        doc="Path of a .npy, .h5 or greyscale image field; overrides the generated one.")
+
+    def initial_field(self, size: int, dim: int) -> np.ndarray:
+        """The initial field (float64, (size,)*dim) these settings describe."""
+        if self.init:
+            return load_field(self.init, dim=dim, size=size)
+        if self.init_kind == "perlin":
+            return perlin_field(size, dim, mean=self.mean, amplitude=self.amplitude,
+                                cells=min(self.cells, size), seed=self.seed, octaves=self.octaves)
+        if self.init_kind == "gradient":
+            return composition_gradient(size, dim, mean=self.mean, contrast=max(self.amplitude, 1e-3),
+                                        noise=0.1 * self.amplitude, cells=min(self.cells, size),
+                                        seed=self.seed)
+        shape = sphere(size, dim, radius=size / 4) if self.init_kind == "sphere" else \
+            slab(size, dim, thickness=size / 3)
+        return shape
+
+
+class SimulationSettings(InitialConditionSettings):
+    """One reference-solver run: preset physics, grid, solver, initial condition and length."""
+
+    preset = param.Selector(default=None, objects=[None, *PRESETS], allow_None=True,
+                            doc="Physics preset named after a paper's setting (default follows --dim).")
+    dim = param.Integer(None, bounds=(2, 3), allow_None=True,
+                        doc="Space dimension, 2 or 3 (default: the preset's).")
+    size = param.Integer(None, bounds=(8, 8192), allow_None=True,
+                         doc="Grid points per side (default: the preset's; 3D at most 256).")
+    solver = param.Selector(default=None, objects=[None, "spectral", "fd"], allow_None=True,
+                            doc="Reference solver: semi-implicit spectral or explicit finite differences "
+                                "(default: the preset's).")
+    eta = param.Number(None, bounds=(0.0, 0.05), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
+                       doc="Elastic misfit η as a fraction (0.006 = 0.6 %), between 0 and 0.05 "
+                           "(default: the preset's).")
+    frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to simulate after the initial one.")
+    device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'.")
+
+    def __init__(self, **params):
+        try:
+            super().__init__(**params)
+        except ValueError as exc:
+            raise InputError(_plain(str(exc))) from None
+
+    # ---- resolved values: preset defaults fill whatever was left unset
+    @property
+    def physics(self) -> Preset:
+        return get_preset(self.preset or default_preset_for(self.dim))
+
+    @property
+    def grid_size(self) -> int:
+        return self.size or self.physics.size
+
+    @property
+    def misfit(self) -> float:
+        return self.physics.misfit if self.eta is None else self.eta
+
+    @property
+    def solver_name(self) -> str:
+        return self.solver or self.physics.solver
+
+    def check(self) -> list[str]:
+        """Cross-setting checks (raise InputError); returns warnings to show the user."""
+        preset = self.physics
+        if self.dim is not None and self.dim != preset.dim:
+            raise InputError(f"--dim {self.dim} does not match preset {preset.name!r}, which is "
+                             f"{preset.dim}D; drop --dim or pick a {self.dim}D preset")
+        size, dim = self.grid_size, preset.dim
+        if dim == 3 and size > MAX_SIZE_3D:
+            raise InputError(f"3D grids are limited to {MAX_SIZE_3D}³, not {size}³")
+        need = WORK_ARRAYS * 4 * size**dim
+        if need > available_memory_bytes() // 2:
+            limit = int((available_memory_bytes() // 2 / (WORK_ARRAYS * 4)) ** (1 / dim))
+            raise InputError(f"a {size}^{dim} grid needs about {need / 2**30:.1f} GiB; this machine "
+                             f"allows at most {limit} points per side")
+        if not self.init and self.cells > size:
+            raise InputError(f"--cells must be at most the grid size {size}, not {self.cells}")
+        resolve_device(self.device)
+        warnings = []
+        if self.misfit > PAPER_MAX_MISFIT:
+            warnings.append(f"η = {self.misfit:.4f} lies beyond the papers' range [0, {PAPER_MAX_MISFIT}]"
+                            " (accepted; results are extrapolation)")
+        if self.misfit > 0 and preset.misfit_range == (0.0, 0.0):
+            warnings.append(f"preset {preset.name!r} is elastically inert in the paper; η = "
+                            f"{self.misfit} adds cubic elasticity with the 2D paper's constants")
+        return warnings
+
+    def describe(self) -> dict:
+        """Every resolved setting as plain values (stored as HDF5 attributes)."""
+        return {"preset": self.physics.name, "dim": self.physics.dim, "size": self.grid_size,
+                "solver": self.solver_name, "mean": self.mean, "eta": self.misfit,
+                "amplitude": self.amplitude, "cells": self.cells, "octaves": self.octaves,
+                "seed": self.seed, "init_kind": self.init_kind, "init": self.init or "",
+                "frames": self.frames}
+
+
+def _plain(message: str) -> str:
+    """Turn param's "Number parameter 'SimulationSettings.mean' must …" into "--mean must …"."""
+    for kind in ("Number", "Integer", "Selector", "String", "Boolean"):
+        message = message.replace(f"{kind} parameter ", "")
+    if message.startswith("'") and "." in message.split("'")[1]:
+        name = message.split("'")[1].split(".")[-1]
+        message = f"--{name.replace('_', '-')}" + message.split("'", 2)[2]
+    return message.rstrip(".")

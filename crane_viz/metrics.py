@@ -33,9 +33,10 @@ def interface_displacement(phi_ref: torch.Tensor, phi_hat: torch.Tensor, dim: in
     return torch.sqrt(num / den.clamp_min(torch.finfo(phi_ref.dtype).tiny))
 
 
-def energy(phi: torch.Tensor, preset: Preset, misfit=0.0, *, gradient: str = "spectral"):
+def energy(phi: torch.Tensor, preset: Preset, misfit=0.0, *, gradient: str = "spectral",
+           spacing: float = 1.0):
     """F/V with its parts (see `physics.free_energy`)."""
-    return free_energy(phi, preset, misfit, gradient=gradient)
+    return free_energy(phi, preset, misfit, gradient=gradient, spacing=spacing)
 
 
 def interface_measure(phi: torch.Tensor, preset: Preset) -> torch.Tensor:

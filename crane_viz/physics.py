@@ -200,11 +200,13 @@ def _any_misfit(misfit) -> bool:
 
 
 def free_energy(phi: torch.Tensor, preset: Preset, misfit=0.0, *,
-                gradient: str = "spectral") -> dict[str, torch.Tensor]:
+                gradient: str = "spectral", spacing: float = 1.0) -> dict[str, torch.Tensor]:
     """F/V and its parts, each of shape (B,).
 
     bulk = ⟨w⟩, gradient = ⟨(ε/2)|∇φ|²⟩, interface = bulk + gradient, elastic = ⟨ρ⟩,
-    total = interface + elastic. `gradient` picks spectral or forward-difference derivatives.
+    total = interface + elastic. `gradient` picks spectral or forward-difference derivatives;
+    `spacing` is the grid spacing in the preset's units (2 for a field downsampled by 2), which
+    scales |∇φ|² by 1/spacing² and leaves ⟨w⟩ and ⟨ρ⟩ (which depends on q/|q| only) unchanged.
     """
     dim, eps = preset.dim, preset.interface_width
     bulk = spatial_mean(w(phi, eps), dim)
@@ -214,7 +216,7 @@ def free_energy(phi: torch.Tensor, preset: Preset, misfit=0.0, *,
         gsq = grad_sq_mean_spectral(phi, dim)
     else:
         raise ValueError(f"gradient must be 'spectral' or 'fd', not {gradient!r}")
-    grad = 0.5 * eps * gsq
+    grad = 0.5 * eps * gsq / spacing**2
     if _any_misfit(misfit):
         elastic = elastic_energy_mean(phi, misfit, preset, dim)
     else:

@@ -7,6 +7,7 @@ checks that involve several settings and returns warnings for values outside the
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -14,7 +15,7 @@ import param
 import torch
 
 from .errors import InputError
-from .initial import composition_gradient, load_field, perlin_field, slab, sphere
+from .initial import cells_for_length, composition_gradient, load_field, perlin_field, slab, sphere
 from .presets import PRESETS, Preset, get_preset
 
 MAX_SIZE_3D = 256  # 3D grids above 256³ are refused: hours per frame on CPU, GBs per field
@@ -51,6 +52,9 @@ class InitialConditionSettings(param.Parameterized):
                              doc="Peak deviation max|φ − ⟨φ⟩| of the initial noise (≥ 0).")
     cells = param.Integer(8, bounds=(1, None), softbounds=(1, 64),
                           doc="Perlin lattice cells per side; correlation length = size / cells.")
+    correlation_length = param.Number(None, bounds=(1.0, None), allow_None=True,
+                                      doc="Perlin feature size in grid points; overrides --cells "
+                                          "(cells = round(size / length)).")
     octaves = param.Integer(1, bounds=(1, 6), doc="Perlin octaves (each doubles the cells, half weight).")
     seed = param.Integer(0, bounds=(0, 2**32 - 1), doc="Random seed of the initial noise.")
     init_kind = param.Selector(default="perlin", objects=list(INIT_KINDS),
@@ -58,20 +62,33 @@ class InitialConditionSettings(param.Parameterized):
     init = param.String(default=None, allow_None=True,
                         doc="Path of a .npy, .h5 or greyscale image field; overrides the generated one.")
 
+    def lattice_cells(self, size: int) -> int:
+        """Perlin cells per side on a grid of `size`, from --correlation-length when given."""
+        if self.correlation_length is not None:
+            return cells_for_length(size, self.correlation_length)
+        return min(self.cells, size)
+
     def initial_field(self, size: int, dim: int) -> np.ndarray:
         """The initial field (float64, (size,)*dim) these settings describe."""
         if self.init:
             return load_field(self.init, dim=dim, size=size)
+        cells = self.lattice_cells(size)
         if self.init_kind == "perlin":
             return perlin_field(size, dim, mean=self.mean, amplitude=self.amplitude,
-                                cells=min(self.cells, size), seed=self.seed, octaves=self.octaves)
+                                cells=cells, seed=self.seed, octaves=self.octaves)
         if self.init_kind == "gradient":
             return composition_gradient(size, dim, mean=self.mean, contrast=max(self.amplitude, 1e-3),
-                                        noise=0.1 * self.amplitude, cells=min(self.cells, size),
-                                        seed=self.seed)
-        shape = sphere(size, dim, radius=size / 4) if self.init_kind == "sphere" else \
-            slab(size, dim, thickness=size / 3)
-        return shape
+                                        noise=0.1 * self.amplitude, cells=cells, seed=self.seed)
+        if self.init_kind == "sphere":
+            ball = math.pi if dim == 2 else 4 * math.pi / 3
+            shape = sphere(size, dim, radius=min((self.mean / ball) ** (1 / dim) * size, 0.45 * size))
+        else:
+            shape = slab(size, dim, thickness=self.mean * size)
+        return shape - shape.mean() + self.mean  # volume fraction ≈ ⟨φ⟩, made exact by a shift
+
+    def _check_cells(self, size: int) -> None:
+        if not self.init and self.correlation_length is None and self.cells > size:
+            raise InputError(f"--cells must be at most the grid size {size}, not {self.cells}")
 
 
 class SimulationSettings(InitialConditionSettings):
@@ -129,8 +146,7 @@ class SimulationSettings(InitialConditionSettings):
             limit = int((available_memory_bytes() // 2 / (WORK_ARRAYS * 4)) ** (1 / dim))
             raise InputError(f"a {size}^{dim} grid needs about {need / 2**30:.1f} GiB; this machine "
                              f"allows at most {limit} points per side")
-        if not self.init and self.cells > size:
-            raise InputError(f"--cells must be at most the grid size {size}, not {self.cells}")
+        self._check_cells(size)
         resolve_device(self.device)
         warnings = []
         if self.misfit > PAPER_MAX_MISFIT:
@@ -158,3 +174,39 @@ def _plain(message: str) -> str:
         name = message.split("'")[1].split(".")[-1]
         message = f"--{name.replace('_', '-')}" + message.split("'", 2)[2]
     return message.rstrip(".")
+
+
+class RunSettings(InitialConditionSettings):
+    """A surrogate run beside an optional reference: the physics come from the checkpoint."""
+
+    checkpoint = param.String(default="coherent-2d",
+                              doc="Shipped checkpoint name or path of a checkpoint folder.")
+    reference = param.Selector(default="spectral", objects=["none", "spectral", "fd"],
+                               doc="Reference solver run beside the surrogate, or none.")
+    size = param.Integer(None, bounds=(8, 8192), allow_None=True,
+                         doc="Grid points per side of the reference grid (default: the preset's).")
+    eta = param.Number(None, bounds=(0.0, 0.05), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
+                       doc="Elastic misfit η as a fraction (0.006 = 0.6 %), between 0 and 0.05 "
+                           "(default: the preset's).")
+    frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to run after the initial one.")
+    device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'.")
+
+    def __init__(self, **params):
+        try:
+            super().__init__(**params)
+        except ValueError as exc:
+            raise InputError(_plain(str(exc))) from None
+
+    def check(self, preset: Preset, grid_scale: int) -> list[str]:
+        """Checks against the checkpoint's preset; returns warnings."""
+        size = self.size or preset.size
+        if size % grid_scale:
+            raise InputError(f"--size must be a multiple of the checkpoint's grid scale {grid_scale}, "
+                             f"not {size}")
+        if preset.dim == 3 and size > MAX_SIZE_3D:
+            raise InputError(f"3D grids are limited to {MAX_SIZE_3D}³, not {size}³")
+        self._check_cells(size)
+        resolve_device(self.device)
+        misfit = preset.misfit if self.eta is None else self.eta
+        return [f"η = {misfit:.4f} lies beyond the papers' range [0, {PAPER_MAX_MISFIT}]"] \
+            if misfit > PAPER_MAX_MISFIT else []

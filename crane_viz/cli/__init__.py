@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from .. import __version__
-from . import simulate
+from . import run, simulate
 from .common import run_guarded
 
-SUBCOMMANDS = [simulate]
+SUBCOMMANDS = [simulate, run]
 
 
 def build_parser() -> argparse.ArgumentParser:

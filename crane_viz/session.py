@@ -1,0 +1,194 @@
+"""A surrogate and an optional reference engine run side by side from one initial condition.
+
+The session advances both engines one frame τ at a time and reports, for every frame, both fields
+and the metrics that compare them. It knows nothing about the app: the app, the CLI and tests all
+drive it the same way (`step()`, or iterate `run(n)`), and several sessions are independent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import metrics
+from .engines.base import Engine, State
+from .presets import Preset
+from .surrogate import downsample
+
+BLOW_UP_RANGE = (-1.0, 2.0)  # φ lives in about [0, 1]; outside this band an engine has diverged
+
+
+@dataclass
+class Frame:
+    """One frame of a session: both fields (numpy, each engine's own grid) and the metrics."""
+
+    index: int
+    time: float
+    surrogate: np.ndarray
+    reference: np.ndarray | None
+    metrics: dict[str, float]
+
+
+@dataclass
+class Session:
+    """Pairs `surrogate` with an optional `reference` engine from the field `phi0` (numpy, grid).
+
+    Comparison happens on the surrogate's grid: a reference on a finer grid is average-pooled
+    down to it (recorded in `comparison_grid`). `training` is the checkpoint's training block
+    (mean_range, misfit_range, grid) used to warn once about extrapolation.
+    """
+
+    surrogate: Engine
+    phi0: np.ndarray
+    preset: Preset
+    reference: Engine | None = None
+    misfit: float = 0.0
+    training: dict | None = None
+    device: torch.device | None = None
+    dtype: torch.dtype = torch.float32
+    warnings: list[str] = field(default_factory=list)
+    stop_reason: str | None = None
+    paused: bool = False
+
+    def __post_init__(self):
+        if self.device is None:
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.reference is not None and abs(self.reference.frame_time - self.surrogate.frame_time) > 1e-12:
+            raise ValueError(f"frame times differ: surrogate τ = {self.surrogate.frame_time}, "
+                             f"reference τ = {self.reference.frame_time}")
+        self.dim = self.preset.dim
+        self.reset(self.phi0)
+
+    # ------------------------------------------------------------------ control
+    def reset(self, phi0: np.ndarray | None = None) -> None:
+        """Start again from `phi0` (default: the current initial field)."""
+        if phi0 is not None:
+            self.phi0 = np.asarray(phi0, dtype=np.float64)
+        full = torch.as_tensor(self.phi0, dtype=self.dtype, device=self.device)[None]
+        self._sur = self.surrogate.init_state(full)
+        self._ref = self.reference.init_state(full) if self.reference is not None else None
+        self._mean0_sur = metrics.mean_composition(self._sur.phi, self.dim)
+        self._mean0_ref = metrics.mean_composition(full, self.dim)
+        self.stop_reason = None
+        self.warnings = self._range_warnings()
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def scale(self) -> int:
+        """Reference grid points per surrogate grid point along each axis."""
+        return self.surrogate.grid_scale
+
+    @property
+    def comparison_grid(self) -> tuple[int, ...]:
+        return tuple(self._sur.phi.shape[1:])
+
+    @property
+    def frame(self) -> int:
+        return self._sur.frame
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def edit(self, delta: np.ndarray) -> None:
+        """Add a zero-mean perturbation (full grid) to both engines' current fields and go on.
+
+        The mean is removed first, so mass stays exactly conserved; the surrogate receives it
+        at its own grid.
+        """
+        d = torch.as_tensor(delta - delta.mean(), dtype=self.dtype, device=self.device)[None]
+        self._sur = State(phi=self._sur.phi + downsample(d, self.scale), time=self._sur.time,
+                          frame=self._sur.frame, hidden=self._sur.hidden)
+        if self._ref is not None:
+            self._ref = State(phi=self._ref.phi + d, time=self._ref.time, frame=self._ref.frame,
+                              hidden=self._ref.hidden)
+
+    # ------------------------------------------------------------------ stepping
+    def step(self) -> Frame | None:
+        """Advance both engines one frame; None (with `stop_reason` set) once stopped."""
+        if self.stopped:
+            return None
+        t0 = time.perf_counter()
+        self._sur = self.surrogate.step(self._sur)
+        t1 = time.perf_counter()
+        if self._ref is not None:
+            self._ref = self.reference.step(self._ref)
+        t2 = time.perf_counter()
+        for label, state in (("surrogate", self._sur), ("reference", self._ref)):
+            if state is not None and _diverged(state.phi):
+                self.stop_reason = (f"{label} blew up at frame {state.frame} (φ not finite or "
+                                    f"outside {BLOW_UP_RANGE}); stopped")
+                return None
+        values = self.measure()
+        values["surrogate_ms"] = (t1 - t0) * 1e3
+        values["reference_ms"] = (t2 - t1) * 1e3 if self._ref is not None else float("nan")
+        self.history.append(values)
+        return Frame(self._sur.frame, self._sur.time, self._sur.phi[0].cpu().numpy(),
+                     None if self._ref is None else self._ref.phi[0].cpu().numpy(), values)
+
+    def run(self, frames: int | None = None):
+        """Yield frames until `frames` are done, the session is paused, or it stops."""
+        done = 0
+        while (frames is None or done < frames) and not self.paused:
+            frame = self.step()
+            if frame is None:
+                return
+            done += 1
+            yield frame
+
+    def measure(self) -> dict[str, float]:
+        """The metrics of the current frame (the definitions in `crane_viz.metrics`)."""
+        sur = self._sur.phi
+        out = {"frame": float(self._sur.frame), "time": float(self._sur.time)}
+        out.update(_energy("surrogate", sur, self.preset, self.misfit, self.scale))
+        out["surrogate_mass_drift"] = float(metrics.mean_composition(sur, self.dim) - self._mean0_sur)
+        out["surrogate_spread"] = float(metrics.spread(sur, self.dim))
+        if self._ref is None:
+            return out
+        ref = self._ref.phi
+        out.update(_energy("reference", ref, self.preset, self.misfit, 1))
+        out["reference_mass_drift"] = float(metrics.mean_composition(ref, self.dim) - self._mean0_ref)
+        out["reference_spread"] = float(metrics.spread(ref, self.dim))
+        ref_c = downsample(ref, self.scale)
+        out["rmse"] = float(metrics.rmse(ref_c, sur, self.dim))
+        out["mae"] = float(metrics.mae(ref_c, sur, self.dim))
+        out["delta"] = float(metrics.interface_displacement(ref_c, sur, self.dim)) * self.scale
+        return out
+
+    def _range_warnings(self) -> list[str]:
+        """Warnings (once per reset) when ⟨φ⟩, η or the grid lie outside the training ranges."""
+        if not self.training:
+            return []
+        found = []
+        mean = float(self.phi0.mean())
+        lo, hi = self.training.get("mean_range", (0.0, 1.0))
+        if not lo <= mean <= hi:
+            found.append(f"⟨φ⟩ = {mean:.3f} is outside the training range [{lo}, {hi}]")
+        lo, hi = self.training.get("misfit_range", (0.0, 0.0))
+        if not lo - 1e-12 <= self.misfit <= hi + 1e-12:
+            found.append(f"η = {100 * self.misfit:.3f} % is outside the training range "
+                         f"[{100 * lo:.2f}, {100 * hi:.2f}] %")
+        grid = self.training.get("grid")
+        side = self.comparison_grid[0]
+        if grid and not grid / 4 <= side <= grid * 8:
+            found.append(f"grid {side} (model grid) is far from the training grid {grid}")
+        return found
+
+
+def _diverged(phi: torch.Tensor) -> bool:
+    lo, hi = BLOW_UP_RANGE
+    return bool(not torch.isfinite(phi).all() or phi.min() < lo or phi.max() > hi)
+
+
+def _energy(label: str, phi: torch.Tensor, preset: Preset, misfit: float, spacing: int) -> dict:
+    parts = metrics.energy(phi, preset, misfit, spacing=spacing)
+    return {f"{label}_energy_{k}": float(v) for k, v in parts.items()}

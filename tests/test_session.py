@@ -1,0 +1,125 @@
+"""The side-by-side session and `crane-viz run`, with an untrained model (trained ones: test_shipped)."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from crane_viz import metrics
+from crane_viz.checkpoint import save_checkpoint
+from crane_viz.cli import main
+from crane_viz.engines import SpectralSolver
+from crane_viz.engines.base import State
+from crane_viz.initial import perlin_field
+from crane_viz.model import CRNN, get_config
+from crane_viz.presets import get_preset
+from crane_viz.session import Session
+from crane_viz.surrogate import SurrogateEngine, downsample
+
+P2 = get_preset("coherent-2d")
+
+
+def tiny_surrogate(grid_scale=1, preset=P2, name="tiny-2d"):
+    model = CRNN(get_config(name))
+    return SurrogateEngine(model, preset=preset, misfit=0.006, grid_scale=grid_scale,
+                           frame_time=preset.frame_time, device="cpu")
+
+
+def field(size=16, dim=2, mean=0.5):
+    return perlin_field(size, dim, mean=mean, amplitude=0.1, cells=4, seed=1)
+
+
+def test_session_runs_pauses_resumes_and_metrics_match_functions():
+    phi0 = field()
+    s = Session(tiny_surrogate(), phi0, P2, reference=SpectralSolver(P2, misfit=0.006),
+                misfit=0.006, device=torch.device("cpu"))
+    frames = []
+    for f in s.run(5):
+        frames.append(f)
+        if len(frames) == 2:
+            s.pause()
+    assert len(frames) == 2 and s.paused
+    s.resume()
+    frames += list(s.run(2))
+    assert [f.index for f in frames] == [1, 2, 3, 4]
+    last = frames[-1]
+    sur = torch.tensor(last.surrogate)[None]
+    ref = torch.tensor(last.reference)[None]
+    m = last.metrics
+    assert m["rmse"] == pytest.approx(float(metrics.rmse(ref, sur, 2)), rel=1e-6)
+    assert m["mae"] == pytest.approx(float(metrics.mae(ref, sur, 2)), rel=1e-6)
+    assert m["delta"] == pytest.approx(float(metrics.interface_displacement(ref, sur, 2)), rel=1e-5)
+    e = metrics.energy(ref.double(), P2, 0.006)
+    assert m["reference_energy_total"] == pytest.approx(float(e["total"]), rel=1e-5)
+    assert m["reference_energy_elastic"] > 0
+    assert abs(m["surrogate_mass_drift"]) < 1e-6 and abs(m["reference_mass_drift"]) < 1e-6
+    assert m["surrogate_ms"] > 0 and m["reference_ms"] > 0 and len(s.history) == 4
+
+
+def test_half_resolution_surrogate_compared_on_its_grid():
+    phi0 = field(16)
+    s = Session(tiny_surrogate(grid_scale=2), phi0, P2, reference=SpectralSolver(P2, misfit=0.006),
+                misfit=0.006, device=torch.device("cpu"))
+    f = s.step()
+    assert f.surrogate.shape == (8, 8) and f.reference.shape == (16, 16)
+    assert s.comparison_grid == (8, 8)
+    ref_c = downsample(torch.tensor(f.reference)[None], 2)
+    assert f.metrics["rmse"] == pytest.approx(float(metrics.rmse(ref_c, torch.tensor(f.surrogate)[None], 2)),
+                                              rel=1e-6)
+
+
+class NaNEngine:
+    """An engine that diverges on its second step."""
+
+    name, dim, frame_time, grid_scale = "nan", 2, 1.0, 1
+
+    def init_state(self, phi):
+        return State(phi=phi)
+
+    def step(self, state):
+        phi = state.phi * (float("nan") if state.frame >= 1 else 1.0)
+        return state.advanced(phi, self.frame_time)
+
+
+def test_blow_up_stops_with_reason():
+    s = Session(NaNEngine(), field(), P2, device=torch.device("cpu"))
+    frames = list(s.run(10))
+    assert len(frames) == 1 and s.stopped
+    assert "surrogate blew up at frame 2" in s.stop_reason
+    assert s.step() is None
+
+
+def test_training_range_warnings_and_edit_conserves_mass():
+    s = Session(tiny_surrogate(), field(mean=0.9), P2, misfit=0.02, device=torch.device("cpu"),
+                reference=SpectralSolver(P2, misfit=0.02),
+                training={"mean_range": [0.2, 0.8], "misfit_range": [0.0, 0.012], "grid": 64})
+    text = " ".join(s.warnings)
+    assert "⟨φ⟩ = 0.900" in text and "η = 2.000 %" in text
+    s.step()
+    bump = np.zeros((16, 16))
+    bump[4:7, 4:7] = 0.3
+    before = s.measure()
+    s.edit(bump)
+    after = s.measure()
+    assert after["rmse"] == pytest.approx(before["rmse"], abs=1e-6)  # same edit on both
+    assert abs(after["surrogate_mass_drift"] - before["surrogate_mass_drift"]) < 1e-6
+    assert abs(after["reference_mass_drift"] - before["reference_mass_drift"]) < 1e-6
+
+
+def test_run_cli_writes_documented_file(tmp_path, monkeypatch, capsys):
+    model = CRNN(get_config("tiny-2d"))
+    save_checkpoint(tmp_path / "ckpts" / "tiny", model, name="tiny", preset=P2,
+                    training={"mean_range": [0.2, 0.8], "misfit_range": [0.0, 0.012], "grid": 16})
+    monkeypatch.setenv("CRANE_VIZ_CHECKPOINTS", str(tmp_path / "ckpts"))
+    out = tmp_path / "run.h5"
+    code = main(["run", "--checkpoint", "tiny", "--reference", "spectral", "--size", "16",
+                 "--frames", "3", "--eta", "0.004", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        assert f["surrogate/phi"].shape == (4, 16, 16) and f["reference/phi"].shape == (4, 16, 16)
+        np.testing.assert_allclose(f["surrogate/time"][()], [0, 1, 2, 3])
+        assert f["metrics/rmse"].shape == (3,) and "reference_energy_total" in f["metrics"]
+        assert f.attrs["checkpoint"] == "tiny" and len(f.attrs["config_sha256"]) == 64
+        assert f.attrs["eta"] == 0.004 and f.attrs["reference"] == "spectral"
+    code = main(["run", "--checkpoint", "nope", "--out", str(tmp_path / "x.h5")])
+    assert code == 2 and "nope" in capsys.readouterr().err

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from .. import __version__
-from . import run, simulate
+from . import generate, run, simulate, train
 from .common import run_guarded
 
-SUBCOMMANDS = [simulate, run]
+SUBCOMMANDS = [simulate, run, generate, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,44 @@
+"""`crane-viz train`: curriculum training of a CRNN on a dataset; Ctrl-C keeps the last epoch, --resume continues."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from tqdm import tqdm
+
+from ..settings import resolve_device
+from ..training import TrainConfig, train
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a CRNN checkpoint", description=__doc__)
+    p.add_argument("--data", required=True, help="dataset from crane-viz generate")
+    p.add_argument("--out", required=True, help="run folder (best/, train_state.pt, log.jsonl)")
+    p.add_argument("--name", default="model", help="checkpoint name")
+    d = TrainConfig()
+    for f in fields(TrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(d, f.name)),
+                       default=getattr(d, f.name), help=f"default {getattr(d, f.name)}")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"train {cfg.model}", disable=None)
+
+    def on_epoch(rec):
+        bar.n = rec["epoch"]
+        bar.set_postfix(train=f"{rec['train_loss']:.2e}", val=f"{rec['val_loss']:.2e}",
+                        horizon=rec["horizon"])
+    record = train(args.data, args.out, cfg, name=args.name, resume=args.resume,
+                   device=resolve_device(args.device), on_epoch=on_epoch)
+    bar.close()
+    if record.get("interrupted"):
+        print(f"interrupted in epoch {record['epoch'] + 1}; state of the last finished epoch kept "
+              f"in {args.out}; continue with --resume")
+        return 130
+    print(f"done: {args.out}/best (epoch {record.get('epoch')}, val loss {record.get('val_loss')})")
+    return 0

@@ -1,0 +1,182 @@
+"""Datasets of reference trajectories in one HDF5 file, generated in batches and resumable.
+
+Layout: `phi` (sequences × frames × grid, float32, initial frame first), per-sequence `mean`,
+`eta`, `amplitude`, `cells`, `seed`, and `done` (bool); attributes `preset`, `solver`, `frames`,
+`size`, `settings` (JSON of the generation settings), `crane_viz_version`, `created`. While
+incomplete the file is `<out>.part`; it is renamed to `<out>` when every sequence is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+
+from .engines import make_solver
+from .errors import DatasetError, InputError
+from .initial import as_batch, perlin_field
+from .io import provenance
+from .presets import get_preset
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to generate. Sequence i uses seed `seed + i`, so held-out sets take a disjoint base."""
+
+    preset: str = "coherent-2d"
+    sequences: int = 64  # number of trajectories
+    frames: int = 20  # stored frames per trajectory, the initial one included
+    size: int = 32  # grid points per side
+    solver: str | None = None  # default: the preset's
+    batch: int = 16  # trajectories integrated together in one tensor
+    seed: int = 0  # base seed
+    amplitude_sigma: float = 0.1  # |N(0, σ)| Perlin amplitude (2D paper)
+
+    def __post_init__(self):
+        if self.sequences < 1 or self.frames < 2 or self.size < 8 or self.batch < 1:
+            raise InputError("need sequences ≥ 1, frames ≥ 2, size ≥ 8 and batch ≥ 1")
+
+
+def sample_case(spec: DatasetSpec, index: int) -> dict:
+    """The papers' sampling of one case: ⟨φ⟩, η, amplitude, Perlin cells and seed."""
+    preset = get_preset(spec.preset)
+    seed = spec.seed + index
+    rng = np.random.default_rng([seed, 7919])
+    if preset.dim == 2:
+        mean = rng.uniform(*preset.mean_range)
+        cells = int(rng.choice([2, 4, 8]))
+    else:
+        mean = float(np.clip(rng.normal(0.5, 0.1), 0.25, 0.75))
+        cells = int(rng.choice([2, 4, 8]))
+    lo, hi = preset.misfit_range
+    eta = rng.uniform(lo, hi) if hi > lo else lo
+    amplitude = max(abs(rng.normal(0.0, spec.amplitude_sigma)), 0.005)
+    return {"mean": float(mean), "eta": float(eta), "amplitude": float(amplitude),
+            "cells": min(cells, spec.size), "seed": seed}
+
+
+def _create(path: Path, spec: DatasetSpec, dim: int) -> None:
+    with h5py.File(path, "w") as f:
+        s, t, n = spec.sequences, spec.frames, spec.size
+        f.create_dataset("phi", shape=(s, t, *(n,) * dim), dtype="float32",
+                         chunks=(1, t, *(n,) * dim))
+        for key in ("mean", "eta", "amplitude"):
+            f.create_dataset(key, shape=(s,), dtype="float64")
+        for key in ("cells", "seed"):
+            f.create_dataset(key, shape=(s,), dtype="int64")
+        f.create_dataset("done", shape=(s,), dtype=bool)
+        f.attrs.update({"preset": spec.preset, "solver": spec.solver or get_preset(spec.preset).solver,
+                        "frames": t, "size": n, "settings": json.dumps(asdict(spec)), **provenance()})
+
+
+def generate(spec: DatasetSpec, out: str | Path, *, overwrite: bool = False,
+             progress: Callable[[int, int], None] | None = None, device="cpu") -> Path:
+    """Write (or continue) the dataset at `out`; `progress(done, total)` after each batch."""
+    out = Path(out)
+    part = out.with_name(out.name + ".part")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    preset = get_preset(spec.preset)
+    if part.exists():
+        with h5py.File(part, "r") as f:
+            if json.loads(f.attrs["settings"]) != asdict(spec):
+                raise InputError(f"{part} holds an interrupted run with other settings; delete it "
+                                 "or repeat the same settings to continue it")
+    else:
+        _create(part, spec, preset.dim)
+    solver_name = spec.solver or preset.solver
+    with h5py.File(part, "r+") as f:
+        todo = [i for i in range(spec.sequences) if not f["done"][i]]
+        if progress:
+            progress(spec.sequences - len(todo), spec.sequences)
+        for start in range(0, len(todo), spec.batch):
+            idx = todo[start:start + spec.batch]
+            cases = [sample_case(spec, i) for i in idx]
+            traj = simulate_batch(cases, spec, solver_name, device)
+            for j, i in enumerate(idx):
+                f["phi"][i] = traj[j]
+                for key in ("mean", "eta", "amplitude", "cells", "seed"):
+                    f[key][i] = cases[j][key]
+                f["done"][i] = True
+            f.flush()
+            if progress:
+                progress(spec.sequences - len(todo) + start + len(idx), spec.sequences)
+    os.replace(part, out)
+    return out
+
+
+def simulate_batch(cases: list[dict], spec: DatasetSpec, solver_name: str, device) -> np.ndarray:
+    """Integrate several cases together (η one per batch element) → (B, frames, *grid)."""
+    preset = get_preset(spec.preset)
+    fields = [perlin_field(spec.size, preset.dim, mean=c["mean"], amplitude=c["amplitude"],
+                           cells=c["cells"], seed=c["seed"]) for c in cases]
+    eta = torch.tensor([c["eta"] for c in cases], dtype=torch.float32, device=device)
+    engine = make_solver(solver_name, preset, misfit=eta)
+    state = engine.init_state(as_batch(fields, device=device))
+    frames = [state.phi]
+    for _ in range(spec.frames - 1):
+        state = engine.step(state)
+        frames.append(state.phi)
+    traj = torch.stack(frames, dim=1)
+    if not torch.isfinite(traj).all():
+        raise DatasetError(f"the {solver_name} solver diverged while generating seeds "
+                           f"{[c['seed'] for c in cases]}")
+    return traj.cpu().numpy()
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: trajectories (S, T, *grid) float32, per-sequence η and ⟨φ⟩, attributes."""
+
+    path: Path
+    phi: torch.Tensor
+    eta: torch.Tensor
+    mean: torch.Tensor
+    attrs: dict
+
+    @property
+    def preset(self):
+        return get_preset(self.attrs["preset"])
+
+
+REQUIRED = ("phi", "mean", "eta", "amplitude", "seed", "done")
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Open and validate a dataset; DatasetError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset file")
+    if not h5py.is_hdf5(path):
+        raise DatasetError(f"{path}: not an HDF5 file")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in REQUIRED if k not in f]
+            if missing:
+                raise DatasetError(f"{path}: missing datasets {missing}; not a crane_viz dataset")
+            s = f["phi"].shape[0]
+            if any(f[k].shape != (s,) for k in REQUIRED[1:]):
+                raise DatasetError(f"{path}: per-sequence datasets do not match {s} sequences")
+            if not f["done"][()].all():
+                raise DatasetError(f"{path}: incomplete ({int(f['done'][()].sum())}/{s} sequences)")
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            preset = get_preset(attrs.get("preset", ""))
+            if f["phi"].ndim != 2 + preset.dim:
+                raise DatasetError(f"{path}: phi has shape {f['phi'].shape}, expected "
+                                   f"sequences × frames × {preset.dim}D grid")
+            phi = torch.from_numpy(f["phi"][()])
+            eta = torch.from_numpy(f["eta"][()]).float()
+            mean = torch.from_numpy(f["mean"][()]).float()
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable dataset ({exc})") from None
+    if not torch.isfinite(phi).all():
+        raise DatasetError(f"{path}: contains NaN or infinite values")
+    return Dataset(path, phi, eta, mean, attrs)

@@ -1,0 +1,258 @@
+"""Curriculum training of the CRNN, top to bottom in one file (both papers, physics.md §4).
+
+Each epoch gives the model the first `curriculum_horizon(epoch)` ground-truth frames of every
+sequence (teacher forcing) and makes it roll out the rest on its own output; the horizon ramps
+from "predict only the last frame" to "roll out everything from the initial frame". Loss: the 2D
+paper's L = L_φ + λ_∇ L_∇ + λ_f L_f on the predicted frames. All randomness (split, shuffling,
+augmentation, noise) comes from one torch.Generator whose state is saved with the optimizer at
+the end of every epoch, so an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .checkpoint import save_checkpoint
+from .dataset import Dataset, load_dataset
+from .errors import InputError
+from .io import atomic_path
+from .model import CRNN, get_config
+from .physics import elastic_energy_mean, grad_sq_fd, spatial_mean, w
+from .surrogate import downsample
+
+STATE_FILE, LOG_FILE, BEST = "train_state.pt", "log.jsonl", "best"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (defaults: the 2D paper's loss weights and noise)."""
+
+    model: str = "small-2d"  # registry name
+    epochs: int = 20
+    ramp: int = 10  # epochs over which the curriculum goes from 1 predicted frame to all
+    lr: float = 2e-3  # Adam learning rate
+    batch: int = 8
+    grad_weight: float = 60.0  # λ_∇
+    energy_weight: float = 150.0  # λ_f
+    noise: float = 1e-3  # σ of Gaussian noise added to every model input
+    val_fraction: float = 0.2
+    grid_scale: int = 1  # train on fields average-pooled by this factor (3D paper: 2)
+    seed: int = 0
+
+
+def curriculum_horizon(epoch: int, ramp: int, frames: int) -> int:
+    """Ground-truth frames given at `epoch`: frames − 1 at epoch 0, down linearly to 1 at `ramp`."""
+    if frames < 2:
+        raise ValueError("sequences need at least 2 frames")
+    progress = 1.0 if ramp <= 0 else min(epoch / ramp, 1.0)
+    return max(1, round((frames - 1) - progress * (frames - 2)))
+
+
+def augment(seq: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random reflections, 90° rotations in every plane and φ → 1 − φ of (B, T, *grid) sequences.
+
+    Each is a symmetry of the cubic free energy, and each keeps ⟨φ⟩ (or maps it to 1 − ⟨φ⟩).
+    """
+    dim = seq.ndim - 2
+    axes = list(range(2, 2 + dim))
+    for ax in axes:
+        if torch.rand((), generator=gen) < 0.5:
+            seq = seq.flip(ax)
+    for i in range(dim):
+        for j in range(i + 1, dim):
+            k = int(torch.randint(0, 4, (), generator=gen))
+            seq = torch.rot90(seq, k, (axes[i], axes[j]))
+    if torch.rand((), generator=gen) < 0.5:
+        seq = 1 - seq
+    return seq.contiguous()
+
+
+def free_energy_density(phi: torch.Tensor, eta: torch.Tensor, preset, dim: int) -> torch.Tensor:
+    """⟨f⟩ ≈ 2⟨w⟩ + ⟨ρ⟩ (2D paper, with ε|∇φ|² ≈ w at equilibrium interfaces)."""
+    f = 2 * spatial_mean(w(phi, preset.interface_width), dim)
+    if bool((eta > 0).any()):
+        f = f + elastic_energy_mean(phi, eta, preset, dim)
+    return f
+
+
+def composite_loss(pred: torch.Tensor, target: torch.Tensor, eta: torch.Tensor, preset,
+                   cfg: TrainConfig) -> torch.Tensor:
+    """L = L_φ + λ_∇ L_∇ + λ_f L_f over (B, T', *grid) predicted and true frames."""
+    dim = pred.ndim - 2
+    flat_p, flat_t = pred.flatten(0, 1), target.flatten(0, 1)
+    eta_t = eta.repeat_interleave(pred.shape[1])
+    l_phi = ((flat_p - flat_t) ** 2).mean()
+    l_grad = ((grad_sq_fd(flat_p, dim) - grad_sq_fd(flat_t, dim)) ** 2).mean()
+    l_f = ((free_energy_density(flat_p, eta_t, preset, dim)
+            - free_energy_density(flat_t, eta_t, preset, dim)) ** 2).mean()
+    return l_phi + cfg.grad_weight * l_grad + cfg.energy_weight * l_f
+
+
+def unroll(model: CRNN, seq: torch.Tensor, given: int, cond, noise: float,
+           gen: torch.Generator | None) -> torch.Tensor:
+    """Predictions of frames 1..T−1; inputs are true frames before `given`, then the model's own."""
+    hidden, phi, preds = None, seq[:, 0], []
+    for t in range(seq.shape[1] - 1):
+        inp = seq[:, t] if t < given else phi
+        if noise > 0 and gen is not None:
+            inp = inp + noise * torch.randn(inp.shape, generator=gen).to(inp)
+        phi, hidden = model(inp, hidden, cond)
+        preds.append(phi)
+    return torch.stack(preds, dim=1)
+
+
+def conditions(model: CRNN, eta: torch.Tensor):
+    return eta[:, None] if model.config.conditions else None
+
+
+def split(n: int, fraction: float, gen: torch.Generator) -> tuple[list[int], list[int]]:
+    """Random train/validation split of n sequences (at least one of each when n ≥ 2)."""
+    order = torch.randperm(n, generator=gen).tolist()
+    n_val = min(max(1, round(n * fraction)), n - 1) if n > 1 else 0
+    return order[n_val:], order[:n_val]
+
+
+def validation_loss(model, data: Dataset, idx, preset, cfg, device) -> float:
+    """Composite loss of full rollouts from the initial frame (no teacher forcing, no noise)."""
+    if not idx:
+        return float("nan")
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(idx), cfg.batch):
+            b = idx[start:start + cfg.batch]
+            seq, eta = data.phi[b].to(device), data.eta[b].to(device)
+            pred = unroll(model, seq, 1, conditions(model, eta), 0.0, None)
+            total += float(composite_loss(pred, seq[:, 1:], eta, preset, cfg)) * len(b)
+    return total / len(idx)
+
+
+class Interrupt:
+    """SIGINT/SIGTERM set a flag; training stops after the current batch and keeps the last epoch."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def save_state(out: Path, model, opt, gen, epoch: int, best: float, cfg: TrainConfig) -> None:
+    """Everything a resume needs, written atomically; loads with weights_only=True."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
+             "epoch": epoch, "best": best, "config": json.dumps(asdict(cfg))}
+    with atomic_path(out / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def training_ranges(data: Dataset, cfg: TrainConfig) -> dict:
+    return {"mean_range": [float(data.mean.min()), float(data.mean.max())],
+            "misfit_range": [float(data.eta.min()), float(data.eta.max())],
+            "grid": int(data.phi.shape[2]) // cfg.grid_scale, "frames": int(data.phi.shape[1]),
+            "config": asdict(cfg)}
+
+
+def provenance_of(data: Dataset) -> dict:
+    from .checkpoint import sha256
+
+    return {"path": str(data.path), "sha256": sha256(data.path), "sequences": int(data.phi.shape[0]),
+            "frames": int(data.phi.shape[1]), "size": int(data.phi.shape[2]),
+            "preset": data.attrs.get("preset"), "solver": data.attrs.get("solver"),
+            "settings": data.attrs.get("settings")}
+
+
+def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str = "model",
+          resume: bool = False, device="cpu",
+          on_epoch: Callable[[dict], None] | None = None,
+          on_batch: Callable[[int, int], None] | None = None) -> dict:
+    """Train (or resume) into the run folder `out`; returns the last epoch's log record.
+
+    The run folder holds `best/` (checkpoint with the lowest validation loss), `train_state.pt`
+    (last finished epoch) and `log.jsonl` (one record per epoch).
+    """
+    out = Path(out)
+    data = load_dataset(data_path)
+    preset = data.preset
+    if cfg.grid_scale > 1:
+        data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
+    model_cfg = get_config(cfg.model)
+    if model_cfg.dim != preset.dim:
+        raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
+    torch.manual_seed(cfg.seed)
+    model = CRNN(model_cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_idx, val_idx = split(data.phi.shape[0], cfg.val_fraction, gen)
+    start, best = 0, math.inf
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        if not (out / STATE_FILE).is_file():
+            raise InputError(f"{out / STATE_FILE}: nothing to resume")
+        state = torch.load(out / STATE_FILE, weights_only=True)
+        if json.loads(state["config"]) != asdict(cfg):
+            raise InputError(f"{out}: the saved run used other settings: {state['config']}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+        start, best = state["epoch"], state["best"]
+    elif (out / STATE_FILE).exists():
+        raise InputError(f"{out} already holds a training run; use --resume or another --out")
+    frames = data.phi.shape[1]
+    record: dict = {}
+    with Interrupt() as stop:
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            given = curriculum_horizon(epoch, cfg.ramp, frames)
+            model.train()
+            order = [train_idx[i] for i in torch.randperm(len(train_idx), generator=gen).tolist()]
+            losses = []
+            for b0 in range(0, len(order), cfg.batch):
+                b = order[b0:b0 + cfg.batch]
+                seq = augment(data.phi[b], gen).to(device)
+                eta = data.eta[b].to(device)
+                pred = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen)
+                loss = composite_loss(pred[:, given - 1:], seq[:, given:], eta, preset, cfg)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                if on_batch:
+                    on_batch(b0 // cfg.batch + 1, math.ceil(len(order) / cfg.batch))
+                if stop.requested:
+                    return {"interrupted": True, "epoch": epoch}
+            model.eval()
+            val = validation_loss(model, data, val_idx, preset, cfg, device)
+            record = {"epoch": epoch + 1, "horizon": frames - given, "given": given,
+                      "train_loss": sum(losses) / max(len(losses), 1), "val_loss": val,
+                      "seconds": time.perf_counter() - t0}
+            if not val >= best:  # lower, or the first finite one
+                best = val if math.isfinite(val) else best
+                save_checkpoint(out / BEST, model, name=name, preset=preset,
+                                grid_scale=cfg.grid_scale, training=training_ranges(data, cfg),
+                                dataset=provenance_of(data),
+                                metrics={"val_loss": val, "epoch": epoch + 1}, overwrite=True)
+                record["best"] = True
+            save_state(out, model, opt, gen, epoch + 1, best, cfg)
+            with open(out / LOG_FILE, "a") as log:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+            if on_epoch:
+                on_epoch(record)
+    return record

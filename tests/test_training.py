@@ -1,0 +1,128 @@
+"""Dataset generation and curriculum training end to end on tiny cases."""
+
+import json
+
+import h5py
+import pytest
+import torch
+
+from crane_viz.checkpoint import load_checkpoint
+from crane_viz.cli import main
+from crane_viz.dataset import DatasetSpec, generate, load_dataset
+from crane_viz.errors import DatasetError, InputError
+from crane_viz.training import TrainConfig, augment, curriculum_horizon, train
+
+SPEC = DatasetSpec(sequences=6, frames=5, size=16, batch=3, seed=100)
+CFG = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return generate(SPEC, tmp_path_factory.mktemp("d") / "data.h5")
+
+
+def test_dataset_layout(data):
+    d = load_dataset(data)
+    assert d.phi.shape == (6, 5, 16, 16) and d.attrs["preset"] == "coherent-2d"
+    assert ((d.eta >= 0) & (d.eta <= 0.012)).all() and ((d.mean >= 0.2) & (d.mean <= 0.8)).all()
+    torch.testing.assert_close(d.phi.mean(dim=(2, 3)), d.mean[:, None].expand(6, 5), atol=2e-6, rtol=0)
+    with h5py.File(data) as f:
+        assert f["seed"][()].tolist() == list(range(100, 106)) and f["done"][()].all()
+
+
+def test_curriculum_horizon():
+    assert curriculum_horizon(0, 10, 100) == 99  # predict only the last frame
+    assert curriculum_horizon(10, 10, 100) == 1  # roll out everything from the initial frame
+    assert curriculum_horizon(50, 10, 100) == 1
+    assert curriculum_horizon(5, 10, 100) == 50
+    values = [curriculum_horizon(e, 10, 100) for e in range(12)]
+    assert values == sorted(values, reverse=True)
+    assert curriculum_horizon(0, 0, 5) == 1
+
+
+def test_augmentation_preserves_mass_and_z2():
+    gen = torch.Generator().manual_seed(0)
+    seq = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    means = seq.mean(dim=(2, 3))
+    seen_flip = False
+    for _ in range(20):
+        out = augment(seq, gen)
+        m = out.mean(dim=(2, 3))
+        same = torch.allclose(m, means, atol=1e-12)
+        flipped = torch.allclose(m, 1 - means, atol=1e-12)
+        assert same or flipped
+        seen_flip |= flipped
+        assert torch.allclose(out.flatten(2).sort(-1).values,
+                              (seq if same else 1 - seq).flatten(2).sort(-1).values)
+    assert seen_flip
+    vol = torch.rand(1, 2, 4, 4, 4, dtype=torch.float64)
+    vm = vol.mean(dim=(2, 3, 4))
+    for _ in range(10):
+        m = augment(vol, gen).mean(dim=(2, 3, 4))
+        assert torch.allclose(m, vm, atol=1e-12) or torch.allclose(m, 1 - vm, atol=1e-12)
+
+
+def test_generate_train_checkpoint_end_to_end(data, tmp_path, capsys):
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "tiny-2d",
+                 "--epochs", "2", "--ramp", "1", "--batch", "3", "--name", "tiny"])
+    assert code == 0, capsys.readouterr().err
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and [r["given"] for r in log] == [4, 1]
+    ck = load_checkpoint(tmp_path / "run" / "best")
+    assert ck.name == "tiny" and ck.config["training"]["grid"] == 16
+    assert ck.config["dataset"]["sequences"] == 6 and len(ck.config["dataset"]["sha256"]) == 64
+
+
+def test_resume_is_exact(data, tmp_path):
+    train(data, tmp_path / "full", CFG)
+    train(data, tmp_path / "part", TrainConfig(**{**CFG.__dict__, "epochs": 1}))
+    state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 1
+    # continue the interrupted run to the full length: rewrite its config, then resume
+    state["config"] = json.dumps(CFG.__dict__)
+    torch.save(state, tmp_path / "part" / "train_state.pt")
+    train(data, tmp_path / "part", CFG, resume=True)
+    a = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_generate_resumes_and_keeps_finished_sequences(tmp_path):
+    spec = DatasetSpec(sequences=4, frames=3, size=16, batch=2, seed=7)
+    out = tmp_path / "d.h5"
+    calls = []
+
+    def stop_after_first_batch(done, total):
+        calls.append(done)
+        if done == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        generate(spec, out, progress=stop_after_first_batch)
+    part = tmp_path / "d.h5.part"
+    assert part.exists() and not out.exists()
+    with h5py.File(part) as f:
+        assert f["done"][()].tolist() == [True, True, False, False]
+        kept = f["phi"][0].copy()
+    resumed = []
+    generate(spec, out, progress=lambda d, t: resumed.append(d))
+    assert resumed[0] == 2 and resumed[-1] == 4
+    with h5py.File(out) as f:
+        assert (f["phi"][0] == kept).all() and f["done"][()].all()
+    with pytest.raises(KeyboardInterrupt):
+        generate(spec, tmp_path / "e.h5", progress=stop_after_first_batch)
+    other = DatasetSpec(sequences=4, frames=4, size=16, batch=2, seed=7)
+    with pytest.raises(InputError, match="other settings"):
+        generate(other, tmp_path / "e.h5")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(b"garbage"), "not an HDF5"),
+    (lambda p: h5py.File(p, "w").close(), "missing datasets"),
+])
+def test_corrupt_dataset_is_reported(tmp_path, damage, message):
+    p = tmp_path / "bad.h5"
+    damage(p)
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(p)
+    assert "bad.h5" in str(info.value)

@@ -112,6 +112,12 @@ class Session:
             self._ref = State(phi=self._ref.phi + d, time=self._ref.time, frame=self._ref.frame,
                               hidden=self._ref.hidden)
 
+    def current(self) -> Frame:
+        """The current frame (fields and the metrics measured so far), without stepping."""
+        return Frame(self._sur.frame, self._sur.time, self._sur.phi[0].cpu().numpy(),
+                     None if self._ref is None else self._ref.phi[0].cpu().numpy(),
+                     self.history[-1] if self.history else {})
+
     # ------------------------------------------------------------------ stepping
     def step(self) -> Frame | None:
         """Advance both engines one frame; None (with `stop_reason` set) once stopped."""

@@ -62,6 +62,13 @@ class InitialConditionSettings(param.Parameterized):
     init = param.String(default=None, allow_None=True,
                         doc="Path of a .npy, .h5 or greyscale image field; overrides the generated one.")
 
+    def __init__(self, **params):
+        """Bounds are checked on construction; a violation is an InputError naming the bound."""
+        try:
+            super().__init__(**params)
+        except ValueError as exc:
+            raise InputError(_plain(str(exc))) from None
+
     def lattice_cells(self, size: int) -> int:
         """Perlin cells per side on a grid of `size`, from --correlation-length when given."""
         if self.correlation_length is not None:
@@ -108,12 +115,6 @@ class SimulationSettings(InitialConditionSettings):
                            "(default: the preset's).")
     frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to simulate after the initial one.")
     device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'.")
-
-    def __init__(self, **params):
-        try:
-            super().__init__(**params)
-        except ValueError as exc:
-            raise InputError(_plain(str(exc))) from None
 
     # ---- resolved values: preset defaults fill whatever was left unset
     @property
@@ -190,12 +191,6 @@ class RunSettings(InitialConditionSettings):
                            "(default: the preset's).")
     frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to run after the initial one.")
     device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'.")
-
-    def __init__(self, **params):
-        try:
-            super().__init__(**params)
-        except ValueError as exc:
-            raise InputError(_plain(str(exc))) from None
 
     def check(self, preset: Preset, grid_scale: int) -> list[str]:
         """Checks against the checkpoint's preset; returns warnings."""

@@ -126,3 +126,19 @@ def test_corrupt_dataset_is_reported(tmp_path, damage, message):
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(p)
     assert "bad.h5" in str(info.value)
+
+
+def test_evaluate_end_to_end(data, tmp_path, capsys):
+    """generate → train 2 epochs → evaluate writes a summary with finite measures and figures."""
+    train(data, tmp_path / "run", CFG, name="tiny")
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(tmp_path / "run" / "best"), "--cases", "3", "--size", "16",
+                 "--horizon", "3", "--extrapolate", "2", "--ensemble", "3", "--phase-points", "4",
+                 "--phase-frames", "3", "--batch", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    acc = summary["accuracy"]
+    assert acc["frames"] == 6 and len(acc["mae"]["median"]) == 6
+    assert 0 < acc["mae_median_within_horizon"] < 1 and acc["max_mass_drift"] < 1e-5
+    assert 0 <= summary["phase"]["agreement"] <= 1 and len(summary["phase"]["points"]) == 4
+    assert (out / "evaluation.png").stat().st_size > 10_000 and (out / "phase.png").exists()

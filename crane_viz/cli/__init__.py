@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from .. import __version__
-from . import generate, run, simulate, train
+from . import evaluate, generate, run, simulate, train
 from .common import run_guarded
 
-SUBCOMMANDS = [simulate, run, generate, train]
+SUBCOMMANDS = [simulate, run, generate, train, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     frames = settings.frames
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         sur = TrajectoryWriter(h5, session.comparison_grid, group="surrogate", frames_hint=frames + 1)
-        sur.append(session._sur.phi[0].cpu().numpy(), 0.0)
+        sur.append(session.current().surrogate, 0.0)
         ref = None
         if session.reference is not None:
             ref = TrajectoryWriter(h5, session.phi0.shape, group="reference", frames_hint=frames + 1)

@@ -1,0 +1,279 @@
+"""crane_viz explorer: the CRNN surrogate live beside a reference solver.
+
+Serve with `panel serve apps/explorer.py`. The app is a thin view over `crane_viz.live`: every
+control is declared (with bounds) in `ExplorerSettings`, the simulation runs in `LiveRun`'s worker
+thread, and this file only turns frames into pictures and plots.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from functools import partial
+
+import imageio.v3 as iio
+import numpy as np
+import panel as pn
+import torch
+from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
+from bokeh.plotting import figure
+
+from crane_viz.errors import CraneVizError
+from crane_viz.initial import load_field
+from crane_viz.live import ExplorerSettings, LiveRun
+from crane_viz.surrogate import downsample
+
+pn.extension(notifications=True)
+
+MAP_PX = 300
+PALETTE = "Viridis256"
+URL_KEYS = ["model", "mean", "eta_percent", "amplitude", "cells", "size", "seed", "init_kind", "reference"]
+
+
+class MapsView:
+    """Surrogate, reference and |Δφ| maps with one shared φ colour scale; click to paint (2D)."""
+
+    def __init__(self, on_paint):
+        self.sources = {k: ColumnDataSource({"image": [np.zeros((2, 2))], "dw": [1], "dh": [1]})
+                        for k in ("surrogate", "reference", "difference")}
+        phi_map = LinearColorMapper(palette=PALETTE, low=0.0, high=1.0)
+        diff_map = LinearColorMapper(palette="Magma256", low=0.0, high=0.5)
+        self.figures = {}
+        for key, mapper, title in (("surrogate", phi_map, "surrogate φ"),
+                                   ("reference", phi_map, "reference φ"),
+                                   ("difference", diff_map, "|Δφ|")):
+            fig = figure(title=title, width=MAP_PX, height=MAP_PX, match_aspect=True,
+                         tools="tap,pan,reset,save", toolbar_location="below",
+                         x_range=(0, 1), y_range=(0, 1))
+            fig.image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=mapper,
+                      source=self.sources[key])
+            fig.axis.visible = False
+            fig.grid.visible = False
+            self.figures[key] = fig
+        from bokeh.events import Tap
+        for key in ("surrogate", "reference"):
+            self.figures[key].on_event(Tap, lambda ev: on_paint(ev.x, ev.y))
+        self.paint_mode = pn.widgets.RadioButtonGroup(options=["add", "remove"], value="add",
+                                                      button_type="light", width=140)
+        self.caption = pn.pane.Markdown("", margin=(0, 10))
+        self.slice_axis = pn.widgets.Select(name="3D slice normal", options=["x", "y", "z"], value="z", width=120)
+        self.slice_pos = pn.widgets.FloatSlider(name="slice position", start=0, end=1, value=0.5, step=0.01, width=200)
+
+    def update(self, frame, dim):
+        self.slice_axis.visible = self.slice_pos.visible = dim == 3
+        sur, ref = frame.surrogate, frame.reference
+        if dim == 3:
+            ax = "xyz".index(self.slice_axis.value)
+            sur = np.take(sur, int(self.slice_pos.value * (sur.shape[ax] - 1)), axis=ax)
+            if ref is not None:
+                ref = np.take(ref, int(self.slice_pos.value * (ref.shape[ax] - 1)), axis=ax)
+        self._set("surrogate", sur)
+        if ref is not None:
+            scale = ref.shape[0] // sur.shape[0]
+            ref_c = downsample(torch.tensor(ref)[None], scale)[0].numpy() if scale > 1 else ref
+            self._set("reference", ref)
+            self._set("difference", np.abs(ref_c - sur))
+        self.caption.object = f"**frame {frame.index}**, t = {frame.time:g}"
+
+    def _set(self, key, img):
+        n = img.shape[0]
+        self.sources[key].data = {"image": [np.ascontiguousarray(img.T)], "dw": [n], "dh": [n]}
+        fig = self.figures[key]
+        fig.x_range.end = fig.y_range.end = n
+
+    def panel(self):
+        return pn.Column(pn.Row(self.caption, pn.Spacer(), pn.pane.Markdown("click a map to"),
+                                self.paint_mode),
+                         pn.Row(*self.figures.values()),
+                         pn.Row(self.slice_axis, self.slice_pos))
+
+
+class PlotsView:
+    """Streaming metric plots: RMSE, δ̄, F/V (with parts), mass drift, log–log F(t)."""
+
+    KEYS = ["time", "rmse", "delta", "surrogate_energy_total", "reference_energy_total",
+            "surrogate_energy_interface", "reference_energy_interface", "surrogate_energy_elastic",
+            "reference_energy_elastic", "surrogate_mass_drift", "reference_mass_drift"]
+
+    def __init__(self):
+        self.source = ColumnDataSource({k: [] for k in self.KEYS})
+        self.guide = ColumnDataSource({"time": [], "guide": []})
+        hover = lambda: HoverTool(tooltips=[("t", "@time{0.0}"), ("value", "$y{0.0000}")])
+        self.rmse = self._fig("RMSE and δ̄ (grid units)", hover())
+        self.rmse.line("time", "rmse", source=self.source, color="#d62728", legend_label="RMSE")
+        self.rmse.line("time", "delta", source=self.source, color="#9467bd", legend_label="δ̄")
+        self.energy = self._fig("F/V", hover())
+        for who, color in (("surrogate", "#d62728"), ("reference", "#1f77b4")):
+            self.energy.line("time", f"{who}_energy_total", source=self.source, color=color, legend_label=f"{who} total")
+            self.energy.line("time", f"{who}_energy_interface", source=self.source, color=color, line_dash="dashed", legend_label=f"{who} interface")
+            self.energy.line("time", f"{who}_energy_elastic", source=self.source, color=color, line_dash="dotted", legend_label=f"{who} elastic")
+        self.drift = self._fig("mass drift ⟨φ⟩ − ⟨φ₀⟩", hover())
+        self.drift.line("time", "surrogate_mass_drift", source=self.source, color="#d62728", legend_label="surrogate")
+        self.drift.line("time", "reference_mass_drift", source=self.source, color="#1f77b4", legend_label="reference")
+        self.loglog = self._fig("F/V, log–log, with t^(−1/3)", hover(), log=True)
+        self.loglog.line("time", "surrogate_energy_total", source=self.source, color="#d62728", legend_label="surrogate")
+        self.loglog.line("time", "reference_energy_total", source=self.source, color="#1f77b4", legend_label="reference")
+        self.loglog.line("time", "guide", source=self.guide, color="black", line_dash="dashed", legend_label="∝ t^(−1/3)")
+        for fig in (self.rmse, self.energy, self.drift, self.loglog):
+            fig.legend.label_text_font_size = "8pt"
+            fig.legend.location = "top_right"
+            fig.legend.click_policy = "hide"
+
+    @staticmethod
+    def _fig(title, hover, log=False):
+        kw = dict(x_axis_type="log", y_axis_type="log") if log else {}
+        fig = figure(title=title, width=420, height=230, tools=[hover, "pan,wheel_zoom,reset,save"], **kw)
+        fig.xaxis.axis_label = "t"
+        return fig
+
+    def clear(self):
+        self.source.data = {k: [] for k in self.KEYS}
+        self.guide.data = {"time": [], "guide": []}
+
+    def add(self, frames):
+        rows = [f.metrics for f in frames]
+        self.source.stream({k: [r.get(k, np.nan) for r in rows] for k in self.KEYS})
+        t = self.source.data["time"]
+        f = self.source.data["reference_energy_total"] if not np.isnan(rows[-1].get("reference_energy_total", np.nan)) \
+            else self.source.data["surrogate_energy_total"]
+        if len(t) >= 2 and t[0] > 0:
+            self.guide.data = {"time": [t[0], t[-1]], "guide": [f[0], f[0] * (t[-1] / t[0]) ** (-1 / 3)]}
+
+    def panel(self):
+        return pn.GridBox(self.rmse, self.energy, self.drift, self.loglog, ncols=2)
+
+
+class CutawayView:
+    """Server-rendered PNGs of the φ ≥ 0.5 cutaway, surrogate and reference side by side (3D)."""
+
+    def __init__(self):
+        self.images = {k: pn.pane.PNG(None, width=380, height=340) for k in ("surrogate", "reference")}
+        self._renderers = {}
+
+    def update(self, frame):
+        from crane_viz.render3d import CutawayRenderer
+
+        for key, field in (("surrogate", frame.surrogate), ("reference", frame.reference)):
+            if field is None:
+                continue
+            if key not in self._renderers:
+                self._renderers[key] = CutawayRenderer(window_size=(380, 340), title=key)
+            img = self._renderers[key].render(field, f"t = {frame.time:g}")
+            buf = io.BytesIO()
+            iio.imwrite(buf, img, extension=".png")
+            self.images[key].object = buf.getvalue()
+
+    def panel(self):
+        return pn.Row(*self.images.values())
+
+
+def create_app():
+    settings = ExplorerSettings()
+    if pn.state.location is not None:
+        pn.state.location.sync(settings, {k: k for k in URL_KEYS})
+    doc = pn.state.curdoc
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    maps, plots, cutaway = MapsView(on_paint=lambda x, y: paint(x, y)), PlotsView(), CutawayView()
+    counter = pn.indicators.Number(name="frame", value=0, font_size="20pt", title_size="10pt")
+    rendered_3d = {"busy": False}
+
+    def show(frames):
+        last = frames[-1]
+        dim = live.info["dim"]
+        maps.update(last, dim)
+        plots.add(frames)
+        counter.value = last.index
+        m = last.metrics
+        ratio = m["reference_ms"] / m["surrogate_ms"] if m["surrogate_ms"] > 0 else float("nan")
+        ref_text = "" if np.isnan(m["reference_ms"]) else \
+            f" · reference {m['reference_ms']:.0f} ms/frame · reference ÷ surrogate {ratio:.2f}"
+        status.object = (f"frame {last.index} · t = {last.time:g} · surrogate {m['surrogate_ms']:.0f} "
+                         f"ms/frame{ref_text} · {live.describe()}")
+
+    def on_frames(frames):
+        if live.info["dim"] == 3 and not rendered_3d["busy"]:
+            rendered_3d["busy"] = True
+            try:
+                cutaway.update(frames[-1])
+            finally:
+                rendered_3d["busy"] = False
+        doc.add_next_tick_callback(partial(show, frames))
+
+    def on_state(message):
+        doc.add_next_tick_callback(lambda: setattr(status, "object", message))
+
+    live = LiveRun(settings, on_frames, on_state)
+
+    def paint(x, y):
+        if live.info["dim"] != 2:
+            return
+        amount = 0.3 if maps.paint_mode.value == "add" else -0.3
+        live.paint(x, y, radius=max(2, live.session.phi0.shape[0] / 32), amount=amount)
+        if not live.playing:
+            live.step()
+
+    play = pn.widgets.Button(name="Play", button_type="success", width=80)
+    pause = pn.widgets.Button(name="Pause", button_type="warning", width=80)
+    step = pn.widgets.Button(name="Step", width=70)
+    reset = pn.widgets.Button(name="Reset", button_type="primary", width=80)
+    upload = pn.widgets.FileInput(accept=".npy,.png,.jpg,.jpeg,.bmp,.tif,.tiff", name="upload field")
+    error = pn.pane.Alert("", alert_type="danger", visible=False)
+
+    def report(exc):
+        error.object, error.visible = str(exc), True
+
+    def do_reset(*_):
+        error.visible = False
+        try:
+            live.reset()
+        except (CraneVizError, ValueError) as exc:
+            report(exc)
+            return
+        plots.clear()
+        counter.value = 0
+        maps.update(live.session.current(), live.info["dim"])
+        if live.info["dim"] == 3:
+            cutaway.update(live.session.current())
+        tabs.active = 1 if live.info["dim"] == 3 and tabs.active == 0 else tabs.active
+
+    def do_upload(event):
+        suffix = "." + (upload.filename or "x.npy").rsplit(".", 1)[-1].lower()
+        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+            tmp.write(event.new)
+            tmp.flush()
+            try:
+                live.set_upload(load_field(tmp.name))
+            except CraneVizError as exc:
+                report(str(exc).replace(tmp.name, upload.filename or "upload"))
+                return
+        settings.init_kind = "upload"
+        do_reset()
+
+    play.on_click(lambda _: live.play())
+    pause.on_click(lambda _: live.pause())
+    step.on_click(lambda _: live.step())
+    reset.on_click(do_reset)
+    upload.param.watch(do_upload, "value")
+    settings.param.watch(do_reset, ["model", "mean", "eta_percent", "amplitude", "cells", "size", "seed",
+                                    "init_kind", "reference", "octaves", "correlation_length"])
+
+    controls = pn.Param(settings, parameters=["model", "mean", "eta_percent", "amplitude", "cells", "size",
+                                              "seed", "init_kind", "reference", "frames_per_update"],
+                        show_name=False, widgets={"eta_percent": {"type": pn.widgets.FloatSlider, "step": 0.01},
+                                                  "mean": {"type": pn.widgets.FloatSlider, "step": 0.01},
+                                                  "amplitude": {"type": pn.widgets.FloatSlider, "step": 0.005}})
+    tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", cutaway.panel()), dynamic=False)
+    template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
+                                             sidebar_width=330)
+    template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,
+                             pn.pane.Markdown("Upload an initial field (.npy or greyscale image):"),
+                             upload, error])
+    template.main.extend([status, tabs, plots.panel()])
+    pn.state.on_session_destroyed(lambda ctx: live.close())
+    maps.update(live.session.current(), live.info["dim"])
+    status.object = live.describe()
+    return template
+
+
+if pn.state.served:
+    create_app().servable()

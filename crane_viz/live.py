@@ -1,0 +1,195 @@
+"""GUI-free live runs for the explorer app: settings with bounds, and a worker-thread controller.
+
+`ExplorerSettings` declares every control once (bounds, soft bounds, docs); the app renders them
+as widgets and syncs them to the URL. `LiveRun` builds a `Session` from them and advances it in
+a background thread, handing batches of frames to a callback; it never touches the GUI itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import numpy as np
+import param
+import torch
+
+from .checkpoint import list_checkpoints, load_checkpoint
+from .engines import make_solver
+from .initial import check_field, perlin_field
+from .model import CRNN, get_config
+from .presets import get_preset
+from .session import Frame, Session
+from .settings import INIT_KINDS, InitialConditionSettings
+from .surrogate import SurrogateEngine, pick_device
+
+UNTRAINED = {"untrained small-2d": ("small-2d", "coherent-2d"), "untrained small-3d": ("small-3d", "plain-3d")}
+SIZES = [32, 64, 96, 128, 192, 256]
+
+
+def model_choices() -> list[str]:
+    """Shipped/trained checkpoints first; untrained registry models as a fallback for demos."""
+    return [*list_checkpoints(), *UNTRAINED]
+
+
+@lru_cache(maxsize=8)
+def _checkpoint(name: str):
+    return load_checkpoint(name)
+
+
+def surrogate_for(model: str, misfit: float, device) -> SurrogateEngine:
+    """The engine for a model choice (a checkpoint name, or an untrained registry model)."""
+    if model in UNTRAINED:
+        config, preset = UNTRAINED[model]
+        torch.manual_seed(0)
+        return SurrogateEngine(CRNN(get_config(config)), preset=get_preset(preset), misfit=misfit,
+                               device=device, name=f"crnn:{model}")
+    return SurrogateEngine(_checkpoint(model), misfit=misfit, device=device)
+
+
+def model_info(model: str) -> dict:
+    """dim, preset, training ranges and grid scale of a model choice."""
+    if model in UNTRAINED:
+        config, preset = UNTRAINED[model]
+        return {"dim": get_config(config).dim, "preset": get_preset(preset), "training": None,
+                "grid_scale": 1, "conditioned": bool(get_config(config).conditions)}
+    ck = _checkpoint(model)
+    return {"dim": ck.dim, "preset": ck.preset, "training": ck.training, "grid_scale": ck.grid_scale,
+            "conditioned": bool(ck.model_config.conditions)}
+
+
+class ExplorerSettings(InitialConditionSettings):
+    """The explorer's controls; the same bounds as the CLI's."""
+
+    model = param.Selector(default=None, objects=[], doc="Surrogate: a checkpoint (2D or 3D follows from it).")
+    eta_percent = param.Number(0.6, bounds=(0.0, 5.0), softbounds=(0.0, 1.2),
+                               doc="Elastic misfit η in percent (η-conditioned models); the papers used 0–1.2 %.")
+    size = param.Selector(default=64, objects=SIZES, doc="Grid points per side of the reference grid.")
+    init_kind = param.Selector(default="perlin", objects=[*INIT_KINDS, "upload"],
+                               doc="Initial condition; 'upload' uses the last uploaded .npy or image.")
+    reference = param.Selector(default="spectral", objects=["none", "spectral", "fd"],
+                               doc="Reference solver run beside the surrogate.")
+    frames_per_update = param.Integer(1, bounds=(1, 20), doc="Frames computed between two screen updates.")
+
+    def __init__(self, **params):
+        choices = model_choices()
+        self.param.model.objects = choices
+        params.setdefault("model", choices[0])
+        super().__init__(**params)
+
+
+class LiveRun:
+    """One browser session's simulation: play/pause/step/reset on a worker thread.
+
+    `on_frames(frames)` receives each batch of new frames (called from the worker thread);
+    `on_state(message)` receives status and warning text.
+    """
+
+    def __init__(self, settings: ExplorerSettings, on_frames, on_state=lambda msg: None):
+        self.settings = settings
+        self.on_frames, self.on_state = on_frames, on_state
+        self.device = pick_device()
+        self.uploaded: np.ndarray | None = None
+        self._lock = threading.RLock()
+        self._playing = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.session: Session | None = None
+        self.reset()
+
+    # ---------------------------------------------------------------- building
+    @property
+    def info(self) -> dict:
+        return model_info(self.settings.model)
+
+    @property
+    def misfit(self) -> float:
+        return self.settings.eta_percent / 100 if self.info["conditioned"] else 0.0
+
+    def initial_field(self) -> np.ndarray:
+        s, dim = self.settings, self.info["dim"]
+        size = s.size if dim == 2 else min(s.size, 96)
+        if s.init_kind == "upload":
+            if self.uploaded is None:
+                raise ValueError("no field uploaded yet: upload a .npy or an image first")
+            return check_field(self.uploaded, "upload", dim=dim)
+        if s.init_kind == "perlin":
+            return perlin_field(size, dim, mean=s.mean, amplitude=s.amplitude, cells=s.lattice_cells(size),
+                                seed=s.seed, octaves=s.octaves)
+        return s.initial_field(size, dim)
+
+    def reset(self) -> None:
+        """Rebuild the session from the current settings (stops playing)."""
+        self.pause()
+        with self._lock:
+            info = self.info
+            preset = info["preset"]
+            phi0 = self.initial_field()
+            surrogate = surrogate_for(self.settings.model, self.misfit, self.device)
+            ref = self.settings.reference
+            reference = None if ref == "none" else make_solver(ref, preset, misfit=self.misfit)
+            self.session = Session(surrogate, phi0, preset, reference=reference, misfit=self.misfit,
+                                   training=info["training"], device=self.device)
+        self.on_state(self.describe())
+
+    def set_upload(self, field: np.ndarray) -> None:
+        """Validate and keep an uploaded field (raises InputError with the reason)."""
+        self.uploaded = check_field(field, "upload", dim=self.info["dim"])
+
+    def describe(self) -> str:
+        s = self.session
+        parts = [f"device {self.device.type.upper()}", f"comparison grid {'×'.join(map(str, s.comparison_grid))}"]
+        if s.reference is not None and self.info["dim"] == 3 and s.reference.name == "spectral":
+            parts.append("3D spectral reference: compare statistically, not pointwise")
+        return " · ".join(parts + s.warnings + ([s.stop_reason] if s.stop_reason else []))
+
+    # ---------------------------------------------------------------- control
+    @property
+    def playing(self) -> bool:
+        return self._playing.is_set()
+
+    def play(self) -> None:
+        if self._closed or (self.session and self.session.stopped):
+            return
+        self._playing.set()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="crane-viz-live")
+            self._thread.start()
+
+    def pause(self) -> None:
+        self._playing.clear()
+
+    def step(self) -> list[Frame]:
+        """Advance `frames_per_update` frames now (when paused) and report them."""
+        with self._lock:
+            frames = [f for f in (self.session.step() for _ in range(self.settings.frames_per_update)) if f]
+        self._report(frames)
+        return frames
+
+    def paint(self, x: float, y: float, radius: float, amount: float) -> None:
+        """Add (amount > 0) or remove material in a disc at grid point (x, y), mass-conserving (2D)."""
+        with self._lock:
+            n = self.session.phi0.shape[0]
+            i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+            di = (i - y + n / 2) % n - n / 2
+            dj = (j - x + n / 2) % n - n / 2
+            disc = (np.hypot(di, dj) <= radius).astype(float) * amount
+            self.session.edit(disc)
+
+    def close(self) -> None:
+        """Stop the worker for good (the browser tab closed)."""
+        self._closed = True
+        self.pause()
+
+    def _report(self, frames: list[Frame]) -> None:
+        if frames:
+            self.on_frames(frames)
+        if self.session.stopped:
+            self.pause()
+            self.on_state(self.describe())
+
+    def _loop(self) -> None:
+        while self._playing.is_set() and not self._closed:
+            self.step()
+            if self.session.stopped:
+                break

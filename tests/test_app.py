@@ -1,0 +1,136 @@
+"""The served explorer in headless Chromium (Playwright driving Debian's browser).
+
+Screenshots are kept in test-artifacts/ for people to look at.
+"""
+
+import importlib.util
+import shutil
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian chromium is not installed", allow_module_level=True)
+pytest.importorskip("playwright")
+
+
+@pytest.fixture(scope="module")
+def browser_type_launch_args():
+    return {"executable_path": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--enable-unsafe-swiftshader"]}
+
+
+@pytest.fixture(scope="module")
+def server():
+    import panel as pn
+
+    spec = importlib.util.spec_from_file_location("explorer", Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
+    explorer = importlib.util.module_from_spec(spec)
+    sys.modules["explorer"] = explorer
+    spec.loader.exec_module(explorer)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = pn.serve({"explorer": explorer.create_app}, port=port, address="127.0.0.1", threaded=True,
+                   show=False, websocket_origin=f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/explorer"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            break
+        except OSError:
+            time.sleep(0.2)
+    ARTIFACTS.mkdir(exist_ok=True)
+    yield url
+    srv.stop()
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    outside = []
+    page.on("request", lambda r: None if r.url.startswith(LOCAL) else outside.append(r.url))
+    page.goto(url)
+    page.wait_for_selector("text=Play", timeout=60_000)
+    return page, outside
+
+
+def frame_number(page) -> int:
+    """The frame in the status line ("frame N · t = …"), 0 before the first frame."""
+    status = page.locator("text=/^frame \\d+ · t =/")
+    return int(status.first.inner_text().split()[1]) if status.count() else 0
+
+
+def wait_frames(page, at_least, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        n = frame_number(page)
+        if n >= at_least:
+            return n
+        time.sleep(0.25)
+    return frame_number(page)
+
+
+def test_loads_offline_plays_and_plots_advance(browser, server):
+    page, outside = open_page(browser, server)
+    assert outside == []
+    page.click("text=Play")
+    assert wait_frames(page, 3) >= 3
+    page.click("text=Pause")
+    page.wait_for_timeout(500)
+    assert page.locator("text=RMSE and δ̄").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "explorer-2d.png"), full_page=True)
+    assert outside == []
+    page.close()
+
+
+def test_two_pages_run_independently(browser, server):
+    a, _ = open_page(browser, server)
+    b, _ = open_page(browser, server)
+    a.click("text=Play")
+    assert wait_frames(a, 2) >= 2
+    assert frame_number(b) == 0  # b did not move
+    b.click("text=Play")
+    assert wait_frames(b, 2) >= 2
+    a.click("text=Pause")
+    b.click("text=Pause")
+    a.close()
+    b.close()
+
+
+def test_invalid_upload_shows_clear_message(browser, server, tmp_path):
+    page, _ = open_page(browser, server)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((16, 8)))
+    page.set_input_files("input[type=file]", str(bad))
+    page.wait_for_selector("text=/square/", timeout=20_000)
+    assert page.locator("text=/bad.npy/").count() >= 1
+    page.close()
+
+
+def test_url_sets_eta_and_3d_model_renders_isosurface(browser, server):
+    page, _ = open_page(browser, server + "?eta_percent=0.9")
+    assert page.locator("text=0.90").count() >= 1
+    page.close()
+    page, _ = open_page(browser, server + "?model=untrained+small-3d&size=32&reference=fd")
+    page.click("text=3D cutaway")
+    page.wait_for_selector("img", timeout=60_000)
+    page.wait_for_timeout(1000)
+    shot = ARTIFACTS / "explorer-3d.png"
+    img = page.locator("img").first
+    img.screenshot(path=str(shot))
+    import imageio.v3 as iio
+    pixels = iio.imread(shot)[..., :3].astype(int)
+    assert (np.abs(pixels - 255).sum(-1) > 60).mean() > 0.1  # the cutaway was drawn
+    page.close()

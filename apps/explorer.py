@@ -271,6 +271,9 @@ def create_app():
     template.main.extend([status, tabs, plots.panel()])
     pn.state.on_session_destroyed(lambda ctx: live.close())
     maps.update(live.session.current(), live.info["dim"])
+    if live.info["dim"] == 3:
+        cutaway.update(live.session.current())
+        tabs.active = 1
     status.object = live.describe()
     return template
 

@@ -2,10 +2,10 @@
 
 Two stacked ConvGRU blocks with the 3D paper's "deeper mapping" (every map is a k×k conv, tanh,
 then a 1×1 conv), circular padding (periodic fields), zero initial hidden state, and a physics
-output layer that conserves ⟨φ⟩ exactly:
+output layer with fixed stencils that conserves ⟨φ⟩ exactly:
 
-- flux head:      φ' = φ + ∇·u, u with its spatial mean removed, fixed central-difference ∇·
-- potential head: φ' = φ + ∇²μ, fixed (2d+1)-point Laplacian
+- flux head:      φ' = φ + ∇·u, u with its spatial mean removed, unscaled central-difference ∇·
+- potential head: φ' = φ + ∇²μ, (2d+1)-point Laplacian
 
 Scalar conditioning parameters (η) enter as constant input channels at every step.
 """
@@ -15,66 +15,73 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-from .engines.fd import periodic_laplacian
-from .errors import CheckpointError
 
 HEADS = ("flux", "potential")
 
 
 @dataclass(frozen=True)
 class CRNNConfig:
-    """Architecture of a CRNN. Parameter count ≈ 14 k² C² per block for large C."""
+    """Architecture of a CRNN.
+
+    Layer shapes: in each block the two gate maps (input→gates, hidden→gates) produce z and r
+    together (k^d conv to 2C channels, tanh, 1×1 conv 2C→2C); the two candidate maps (input→c,
+    reset-hidden→c) produce C channels (k^d conv, tanh, 1×1 conv C→C). With K = k^d and c_in the
+    block's input channels this gives 3·C·K·(c_in + C) + 10·C² + 12·C parameters per block, and
+    2·C·(C + 1) + K·C·n_out + n_out for the head (n_out = d for flux, 1 for potential).
+    """
 
     dim: int = 2  # space dimension, 2 or 3
-    channels: int = 24  # hidden channels of each ConvGRU block
-    kernel: int = 5  # odd spatial kernel size of the k×k(×k) convolutions
+    channels: int = 24  # hidden channels C of each ConvGRU block
+    kernel: int = 5  # odd side k of the k×k(×k) convolutions
     blocks: int = 2  # stacked ConvGRU blocks (both papers use 2)
-    head: str = "potential"  # "flux" (3D paper) or "potential" (2D paper)
+    head: str = "potential"  # "flux" (3D paper, φ + ∇·u) or "potential" (2D paper, φ + ∇²μ)
     conditions: tuple = ()  # names of scalar conditioning inputs, e.g. ("misfit",)
-    condition_scales: tuple = ()  # each raw value is multiplied by this (η → η in percent: 100)
+    condition_scales: tuple = ()  # factor applied to each raw value (η as a fraction → percent: 100)
 
     def __post_init__(self):
         if self.dim not in (2, 3):
-            raise ValueError(f"dim must be 2 or 3, not {self.dim}")
-        if self.kernel % 2 != 1:
-            raise ValueError(f"kernel must be odd, not {self.kernel}")
+            raise ValueError(f"dim must be 2 or 3, not {self.dim!r}")
+        if not isinstance(self.kernel, int) or self.kernel < 1 or self.kernel % 2 != 1:
+            raise ValueError(f"kernel must be an odd positive integer, not {self.kernel!r}")
+        if self.channels < 1 or self.blocks < 1:
+            raise ValueError("channels and blocks must be positive")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
         if len(self.condition_scales) != len(self.conditions):
             raise ValueError("give one condition scale per condition")
 
     def to_dict(self) -> dict:
+        """Plain-JSON description (stored in checkpoint config.json)."""
         d = asdict(self)
         d["conditions"], d["condition_scales"] = list(self.conditions), list(self.condition_scales)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CRNNConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        """Inverse of `to_dict`; unknown keys are an error (a newer or foreign architecture)."""
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise CheckpointError(f"unknown model configuration keys {sorted(unknown)}")
+            raise ValueError(f"unknown model configuration keys {sorted(unknown)}")
         d = dict(d)
         d["conditions"] = tuple(d.get("conditions", ()))
         d["condition_scales"] = tuple(float(s) for s in d.get("condition_scales", ()))
         return cls(**d)
 
 
+_MISFIT = {"conditions": ("misfit",), "condition_scales": (100.0,)}  # η enters in percent
+
 REGISTRY: dict[str, CRNNConfig] = {
     # 3D paper: 10 channels, 3³ kernels, flux head → 28 383 parameters (paper: ≈ 2.9·10⁴)
     "paper-3d": CRNNConfig(dim=3, channels=10, kernel=3, head="flux"),
     # 2D paper: 24 channels, 5² kernels, ∇²μ head, η channel → 147 097 parameters (paper: ≈ 1.5·10⁵)
-    "paper-2d": CRNNConfig(dim=2, channels=24, kernel=5, head="potential",
-                           conditions=("misfit",), condition_scales=(100.0,)),
+    "paper-2d": CRNNConfig(dim=2, channels=24, kernel=5, head="potential", **_MISFIT),
     # CPU-sized variants: same structure, fewer channels / smaller kernels
-    "small-2d": CRNNConfig(dim=2, channels=16, kernel=3, head="potential",
-                           conditions=("misfit",), condition_scales=(100.0,)),
+    "small-2d": CRNNConfig(dim=2, channels=16, kernel=3, head="potential", **_MISFIT),
     "small-3d": CRNNConfig(dim=3, channels=8, kernel=3, head="flux"),
     # for tests
-    "tiny-2d": CRNNConfig(dim=2, channels=4, kernel=3, head="potential",
-                          conditions=("misfit",), condition_scales=(100.0,)),
+    "tiny-2d": CRNNConfig(dim=2, channels=4, kernel=3, head="potential", **_MISFIT),
     "tiny-3d": CRNNConfig(dim=3, channels=4, kernel=3, head="flux"),
 }
 
@@ -88,7 +95,8 @@ def get_config(name: str) -> CRNNConfig:
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Number of trainable scalars (the fixed stencils are buffers and do not count)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _conv(dim: int, cin: int, cout: int, kernel: int) -> nn.Module:
@@ -106,7 +114,6 @@ class ConvGRU(nn.Module):
 
     def __init__(self, dim: int, cin: int, channels: int, kernel: int):
         super().__init__()
-        self.channels = channels
         self.x_gates = deep_map(dim, cin, 2 * channels, kernel)
         self.h_gates = deep_map(dim, channels, 2 * channels, kernel)
         self.x_cand = deep_map(dim, cin, channels, kernel)
@@ -118,13 +125,61 @@ class ConvGRU(nn.Module):
         return (1 - z) * c + z * h
 
 
-def divergence(u: torch.Tensor, dim: int) -> torch.Tensor:
-    """Unscaled periodic central-difference divergence Σ_a u_a(x + e_a) − u_a(x − e_a)."""
-    return sum(torch.roll(u[:, a], -1, a + 1) - torch.roll(u[:, a], 1, a + 1) for a in range(dim))
+def _neighbour(dim: int, axis: int, index: int) -> tuple:
+    """Spatial index of a 3^d stencil: centre except `index` (0 = −1, 2 = +1) along `axis`."""
+    at = [1] * dim
+    at[axis] = index
+    return tuple(at)
+
+
+def divergence_stencil(dim: int) -> torch.Tensor:
+    """(1, d, 3, …) kernel of the unscaled central difference Σ_a u_a(x + e_a) − u_a(x − e_a)."""
+    w = torch.zeros(1, dim, *(3,) * dim)
+    for a in range(dim):
+        w[(0, a, *_neighbour(dim, a, 2))] = 1.0
+        w[(0, a, *_neighbour(dim, a, 0))] = -1.0
+    return w
+
+
+def laplacian_stencil(dim: int) -> torch.Tensor:
+    """(1, 1, 3, …) kernel of the (2d+1)-point Laplacian, grid spacing 1."""
+    w = torch.zeros(1, 1, *(3,) * dim)
+    w[(0, 0, *(1,) * dim)] = -2.0 * dim
+    for a in range(dim):
+        for index in (0, 2):
+            w[(0, 0, *_neighbour(dim, a, index))] = 1.0
+    return w
+
+
+class PhysicsUpdate(nn.Module):
+    """φ' = φ + ∇·(u − ⟨u⟩) (flux) or φ' = φ + ∇²μ (potential) with a fixed periodic stencil.
+
+    Both stencils sum to zero, so ⟨φ'⟩ = ⟨φ⟩. The stencil is a non-persistent buffer (moves with
+    the module, not trained, not saved) and runs in φ's dtype outside autocast, so conservation
+    holds to float32 round-off even under bfloat16 inference.
+    """
+
+    def __init__(self, dim: int, head: str):
+        super().__init__()
+        self.dim, self.head = dim, head
+        stencil = divergence_stencil(dim) if head == "flux" else laplacian_stencil(dim)
+        self.register_buffer("stencil", stencil, persistent=False)
+
+    def forward(self, phi: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(phi.device.type, enabled=False):
+            out = out.to(phi.dtype)
+            if self.head == "flux":
+                out = out - out.mean(dim=tuple(range(2, 2 + self.dim)), keepdim=True)
+            conv = F.conv2d if self.dim == 2 else F.conv3d
+            padded = F.pad(out, [1, 1] * self.dim, mode="circular")
+            return phi + conv(padded, self.stencil.to(phi.dtype)).squeeze(1)
 
 
 class CRNN(nn.Module):
-    """φ_t (B, *grid) and hidden states → φ_{t+τ}; `forward` is pure (no training modes)."""
+    """φ_t (B, *grid), hidden states, conditions (B, P) → (φ_{t+τ}, hidden states).
+
+    `forward` is pure: no teacher forcing, no training modes; hidden None means zero states.
+    """
 
     def __init__(self, config: CRNNConfig):
         super().__init__()
@@ -135,20 +190,25 @@ class CRNN(nn.Module):
         out = d if config.head == "flux" else 1
         self.head = nn.Sequential(_conv(d, c, c, 1), nn.Tanh(), _conv(d, c, c, 1), nn.Tanh(),
                                   _conv(d, c, out, k))
+        self.physics = PhysicsUpdate(d, config.head)
         self.register_buffer("scales", torch.tensor(config.condition_scales, dtype=torch.float32),
                              persistent=False)
 
     def _inputs(self, phi: torch.Tensor, conditions: torch.Tensor | None) -> torch.Tensor:
+        """First block's input: φ plus one constant channel per condition (value × scale)."""
+        if phi.ndim != 1 + self.config.dim:
+            raise ValueError(f"phi must be (batch, *grid) with {self.config.dim} grid axes, "
+                             f"got shape {tuple(phi.shape)}")
         n = len(self.config.conditions)
         if n == 0:
             if conditions is not None and conditions.numel():
                 raise ValueError("this model takes no conditioning parameters")
             return phi.unsqueeze(1)
-        if conditions is None or conditions.shape != (phi.shape[0], n):
+        if conditions is None or tuple(conditions.shape) != (phi.shape[0], n):
+            got = None if conditions is None else tuple(conditions.shape)
             raise ValueError(f"this model needs conditions of shape (batch, {n}) for "
-                             f"{self.config.conditions}, got "
-                             f"{None if conditions is None else tuple(conditions.shape)}")
-        values = (conditions.to(phi) * self.scales.to(phi)).reshape(*conditions.shape, *([1] * self.config.dim))
+                             f"{self.config.conditions}, got {got}")
+        values = (conditions.to(phi) * self.scales.to(phi)).reshape(*conditions.shape, *(1,) * self.config.dim)
         return torch.cat([phi.unsqueeze(1), values.expand(-1, -1, *phi.shape[1:])], dim=1)
 
     def forward(self, phi: torch.Tensor, hidden: tuple | None = None,
@@ -157,15 +217,10 @@ class CRNN(nn.Module):
         if hidden is None:
             zeros = phi.new_zeros(phi.shape[0], self.config.channels, *phi.shape[1:])
             hidden = (zeros,) * len(self.cells)
+        elif len(hidden) != len(self.cells):
+            raise ValueError(f"expected {len(self.cells)} hidden states, got {len(hidden)}")
         new_hidden = []
         for cell, h in zip(self.cells, hidden):
             x = cell(x, h)
             new_hidden.append(x)
-        out = self.head(x)
-        d = self.config.dim
-        if self.config.head == "flux":
-            out = out - out.mean(dim=tuple(range(2, 2 + d)), keepdim=True)
-            update = divergence(out, d)
-        else:
-            update = periodic_laplacian(out[:, 0], d)
-        return phi + update, tuple(new_hidden)
+        return self.physics(phi, self.head(x)), tuple(new_hidden)

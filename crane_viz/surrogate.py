@@ -5,19 +5,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import Checkpoint
 from .engines.base import State
 from .model import CRNN
 from .presets import Preset
+
+KNOWN_CONDITIONS = ("misfit",)
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def downsample(phi: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, *grid) → grid / factor by average pooling, which keeps ⟨φ⟩ exactly.
 
-    The 3D paper sampled every second point (nearest); averaging gives the same field for smooth
-    data and does not change the mean composition, which the surrogate then conserves.
+    The 3D paper sampled every second point (nearest); averaging gives nearly the same field for
+    data resolved on the coarse grid, but unlike sampling it does not change the mean
+    composition, which the surrogate then conserves — so both runs share one ⟨φ⟩.
     """
     if factor == 1:
         return phi
+    if any(n % factor for n in phi.shape[1:]):
+        raise ValueError(f"grid {tuple(phi.shape[1:])} is not divisible by the grid scale {factor}")
     pool = F.avg_pool2d if phi.ndim == 3 else F.avg_pool3d
     return pool(phi.unsqueeze(1), factor).squeeze(1)
 
@@ -30,7 +37,7 @@ def upsample(phi: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def pick_device(device=None) -> torch.device:
-    """CUDA when available (or asked for), CPU otherwise."""
+    """CUDA when available (None or "auto"), else the device asked for."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -39,48 +46,65 @@ def pick_device(device=None) -> torch.device:
 class SurrogateEngine:
     """φ_{t+τ} = CRNN(φ_t, hidden, η): one recurrent step per frame τ (see `crane_viz.model`).
 
-    Takes a `Checkpoint` (physics, τ and grid scale come from it) or a bare `CRNN` with
-    keyword `preset`, `frame_time`, `grid_scale`. Fields are average-pooled to the model grid on
-    `init_state` and returned on that grid. `misfit` (η, float or one value per batch element)
-    feeds the model's "misfit" condition. `precision="bfloat16"` runs under bf16 autocast.
+    Takes a `Checkpoint` (physics, τ and grid scale come from it unless given) or a bare `CRNN`
+    with keyword `preset` (required), `frame_time` (default the preset's τ) and `grid_scale`
+    (default 1). Fields are moved to the engine's device, average-pooled to the model grid on
+    `init_state` and returned on that grid. `misfit` (η as a fraction, a float or one value per
+    batch element; default the preset's) feeds the model's "misfit" condition and is ignored by
+    unconditioned models. `precision="bfloat16"` runs the network under bf16 autocast; the
+    conserving output layer stays in float32.
     """
 
-    def __init__(self, checkpoint, *, misfit=None, preset: Preset | None = None,
+    def __init__(self, checkpoint: Checkpoint | CRNN, *, misfit=None, preset: Preset | None = None,
                  frame_time: float | None = None, grid_scale: int | None = None, device=None,
                  name: str | None = None, precision: str = "float32"):
         if isinstance(checkpoint, CRNN):
-            model, ckpt_name = checkpoint, "untrained"
+            model, label = checkpoint, "untrained"
         else:
-            model, ckpt_name = checkpoint.model, checkpoint.name
-            preset = preset or checkpoint.preset
-            frame_time = frame_time or checkpoint.frame_time
-            grid_scale = grid_scale or checkpoint.grid_scale
+            model, label = checkpoint.model, checkpoint.name
+            preset = checkpoint.preset if preset is None else preset
+            frame_time = checkpoint.frame_time if frame_time is None else frame_time
+            grid_scale = checkpoint.grid_scale if grid_scale is None else grid_scale
         if preset is None:
             raise ValueError("a bare CRNN needs preset=")
+        unknown = set(model.config.conditions) - set(KNOWN_CONDITIONS)
+        if unknown:
+            raise ValueError(f"unsupported model conditions {sorted(unknown)}; known: {KNOWN_CONDITIONS}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
+        self.dtype = next(model.parameters()).dtype
         self.preset = preset
         self.dim = model.config.dim
-        self.frame_time = frame_time or preset.frame_time
-        self.grid_scale = grid_scale or 1
+        self.frame_time = preset.frame_time if frame_time is None else frame_time
+        self.grid_scale = 1 if grid_scale is None else int(grid_scale)
         self.misfit = preset.misfit if misfit is None else misfit
-        self.name = name or f"crnn:{ckpt_name}"
+        self.name = name or f"crnn:{label}"
         self.precision = precision
 
     def _conditions(self, batch: int) -> torch.Tensor | None:
-        names = self.model.config.conditions
-        if not names:
+        """(batch, P) condition values in the model's order, None for unconditioned models."""
+        if not self.model.config.conditions:
             return None
-        values = {"misfit": torch.as_tensor(self.misfit, dtype=torch.float32, device=self.device)}
-        cols = [values[n].expand(batch) if values[n].ndim == 0 else values[n] for n in names]
-        return torch.stack(cols, dim=1)
+        eta = torch.as_tensor(self.misfit, dtype=self.dtype, device=self.device)
+        if eta.ndim == 0:
+            eta = eta.expand(batch)
+        elif tuple(eta.shape) != (batch,):
+            raise ValueError(f"misfit must be a scalar or one value per batch element ({batch}), "
+                             f"got shape {tuple(eta.shape)}")
+        values = {"misfit": eta}
+        return torch.stack([values[n] for n in self.model.config.conditions], dim=1)
 
     def init_state(self, phi: torch.Tensor) -> State:
-        return State(phi=downsample(phi.to(self.device), self.grid_scale))
+        """The model-grid state of a (B, *grid) field, with zero hidden states."""
+        phi = phi.to(device=self.device, dtype=self.dtype)
+        return State(phi=downsample(phi, self.grid_scale))
 
     def step(self, state: State) -> State:
+        """One frame τ: one recurrent model step (no gradients)."""
         cond = self._conditions(state.phi.shape[0])
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                    enabled=self.precision == "bfloat16"):
+        low = PRECISIONS[self.precision]
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=low, enabled=low is not None):
             phi, hidden = self.model(state.phi, state.hidden, cond)
-        return state.advanced(phi.float(), self.frame_time, hidden)
+        return state.advanced(phi, self.frame_time, hidden)

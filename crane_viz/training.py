@@ -189,6 +189,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     out = Path(out)
     data = load_dataset(data_path)
     preset = data.preset
+    ranges, provenance = training_ranges(data, cfg), provenance_of(data)
     if cfg.grid_scale > 1:
         data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
     model_cfg = get_config(cfg.model)
@@ -244,8 +245,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
             if not val >= best:  # lower, or the first finite one
                 best = val if math.isfinite(val) else best
                 save_checkpoint(out / BEST, model, name=name, preset=preset,
-                                grid_scale=cfg.grid_scale, training=training_ranges(data, cfg),
-                                dataset=provenance_of(data),
+                                grid_scale=cfg.grid_scale, training=ranges, dataset=provenance,
                                 metrics={"val_loss": val, "epoch": epoch + 1}, overwrite=True)
                 record["best"] = True
             save_state(out, model, opt, gen, epoch + 1, best, cfg)

@@ -1,43 +1,69 @@
-"""CRNN registry: shapes, exact mass conservation, parameter counts, purity."""
+"""CRNN registry: shapes, exact mass conservation, parameter counts, purity; the surrogate engine."""
 
 import pytest
 import torch
 
 from crane_viz.engines import SpectralSolver, rollout
+from crane_viz.engines.fd import periodic_laplacian
 from crane_viz.initial import perlin_field
-from crane_viz.model import CRNN, REGISTRY, CRNNConfig, count_parameters, get_config
+from crane_viz.model import (CRNN, REGISTRY, CRNNConfig, PhysicsUpdate, count_parameters,
+                             get_config)
 from crane_viz.presets import get_preset
 from crane_viz.surrogate import SurrogateEngine, downsample, upsample
 
+P2 = get_preset("coherent-2d")
 
-def inputs(config, batch=2, size=None):
-    size = size or (16 if config.dim == 2 else 8)
+
+def inputs(config, batch=2):
+    """φ near 0.5 with noise on a 16² / 8³ grid, and η in [0, 1.2 %] when the model needs it."""
+    size = 16 if config.dim == 2 else 8
     phi = 0.5 + 0.05 * torch.randn(batch, *(size,) * config.dim)
     cond = torch.rand(batch, len(config.conditions)) * 0.012 if config.conditions else None
     return phi, cond
 
 
+def spatial_mean(phi):
+    return phi.double().mean(dim=tuple(range(1, phi.ndim)))
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_registry_entry_conserves_mass_over_50_steps(name):
-    """⟨φ⟩ kept to 1e-6 relative over 50 recurrent steps of an untrained model."""
+    """Shapes right, hidden states carried, ⟨φ⟩ kept to 1e-6 relative over 50 untrained steps."""
     config = get_config(name)
-    model = CRNN(config).eval()
-    phi, cond = inputs(config, size=8 if config.dim == 3 else 16)
-    mean0 = phi.double().mean(dim=tuple(range(1, phi.ndim)))
-    hidden = None
-    with torch.no_grad():
-        for _ in range(50):
+    model = CRNN(config)
+    phi, cond = inputs(config, batch=1)
+    mean0 = spatial_mean(phi)
+    with torch.inference_mode():
+        first, hidden = model(phi, None, cond)
+        assert first.shape == phi.shape
+        assert len(hidden) == config.blocks
+        assert all(h.shape == (1, config.channels, *phi.shape[1:]) for h in hidden)
+        carried, _ = model(first, hidden, cond)
+        assert not torch.equal(carried, model(first, None, cond)[0])  # memory changes the step
+        phi = first
+        for _ in range(49):
             phi, hidden = model(phi, hidden, cond)
-    assert phi.shape == (2, *(phi.shape[1],) * config.dim)
-    assert len(hidden) == config.blocks and hidden[0].shape[1] == config.channels
-    mean = phi.double().mean(dim=tuple(range(1, phi.ndim)))
-    assert ((mean - mean0).abs() / mean0).max() < 1e-6
     assert torch.isfinite(phi).all()
+    assert ((spatial_mean(phi) - mean0).abs() / mean0).max() < 1e-6
 
 
 @pytest.mark.parametrize("name, paper", [("paper-3d", 2.9e4), ("paper-2d", 1.5e5)])
 def test_parameter_counts_match_papers(name, paper):
     assert abs(count_parameters(CRNN(get_config(name))) / paper - 1) < 0.05
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_physics_layer_is_fixed_central_difference_and_laplacian(dim):
+    """Stencils are buffers (not trained, not saved) and equal the periodic difference formulas."""
+    u = torch.randn(2, dim, *(6,) * dim, dtype=torch.float64)
+    phi = torch.rand(2, *(6,) * dim, dtype=torch.float64)
+    flux, potential = PhysicsUpdate(dim, "flux").double(), PhysicsUpdate(dim, "potential").double()
+    div = sum(torch.roll(u[:, a], -1, a + 1) - torch.roll(u[:, a], 1, a + 1) for a in range(dim))
+    torch.testing.assert_close(flux(phi, u), phi + div)
+    torch.testing.assert_close(potential(phi, u[:, :1]), phi + periodic_laplacian(u[:, 0], dim))
+    model = CRNN(get_config(f"tiny-{dim}d"))
+    assert not any("stencil" in n for n, _ in model.named_parameters())
+    assert not any("stencil" in k for k in model.state_dict())
 
 
 def test_forward_is_pure_and_conditions_checked():
@@ -53,30 +79,53 @@ def test_forward_is_pure_and_conditions_checked():
         model(phi, None, None)
     with pytest.raises(ValueError, match="no conditioning"):
         CRNN(get_config("tiny-3d"))(torch.rand(1, 8, 8, 8), None, torch.ones(1, 1))
+    with pytest.raises(ValueError, match="hidden states"):
+        model(phi, ha[:1], cond)
 
 
 def test_config_validation_and_round_trip():
     c = get_config("paper-2d")
     assert CRNNConfig.from_dict(c.to_dict()) == c
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown model configuration keys"):
+        CRNNConfig.from_dict({**c.to_dict(), "layers": 3})
+    with pytest.raises(ValueError, match="odd"):
         CRNNConfig(kernel=4)
     with pytest.raises(ValueError, match="unknown model"):
         get_config("nope")
 
 
+def field(batch=2, size=16):
+    phi = perlin_field(size, 2, mean=0.4, amplitude=0.1, cells=4, seed=0)
+    return torch.tensor(phi, dtype=torch.float32)[None].repeat(batch, 1, 1)
+
+
 def test_surrogate_engine_is_interchangeable_with_solver():
-    preset = get_preset("coherent-2d")
-    phi0 = torch.tensor(perlin_field(16, 2, mean=0.4, amplitude=0.1, cells=4, seed=0),
-                        dtype=torch.float32)[None].repeat(2, 1, 1)
+    phi0 = field()
     eta = torch.tensor([0.0, 0.01])
-    for engine in (SpectralSolver(preset, misfit=eta),
-                   SurrogateEngine(CRNN(get_config("tiny-2d")), preset=preset, misfit=eta, device="cpu")):
+    for engine in (SpectralSolver(P2, misfit=eta),
+                   SurrogateEngine(CRNN(get_config("tiny-2d")), preset=P2, misfit=eta, device="cpu")):
         traj, times = rollout(engine, phi0, 3)
         assert traj.shape == (2, 4, 16, 16) and times.tolist() == [0, 1, 2, 3]
-    half = SurrogateEngine(CRNN(get_config("tiny-2d")), preset=preset, grid_scale=2, device="cpu")
+        assert not torch.equal(traj[0, -1], traj[1, -1])  # per-batch η reaches each element
+
+
+def test_surrogate_grid_scale_halves_grid_and_keeps_mean():
+    phi0 = field() + 0.02 * torch.randn(2, 16, 16)  # generic: sampling every 2nd point shifts ⟨φ⟩
+    half = SurrogateEngine(CRNN(get_config("tiny-2d")), preset=P2, grid_scale=2, device="cpu")
     traj, _ = rollout(half, phi0, 2)
     assert traj.shape == (2, 3, 8, 8)
-    assert abs(float(traj[:, -1].mean() - phi0.mean())) < 1e-6
+    torch.testing.assert_close(spatial_mean(traj[:, -1]), spatial_mean(phi0), rtol=1e-6, atol=0)
+
+
+def test_surrogate_misfit_shape_checked_and_bfloat16_conserves():
+    phi0 = field(batch=3)
+    with pytest.raises(ValueError, match="one value per batch element"):
+        rollout(SurrogateEngine(CRNN(get_config("tiny-2d")), preset=P2, misfit=torch.zeros(2),
+                                device="cpu"), phi0, 1)
+    bf16 = SurrogateEngine(CRNN(get_config("tiny-2d")), preset=P2, device="cpu", precision="bfloat16")
+    traj, _ = rollout(bf16, phi0, 5)
+    assert traj.dtype == torch.float32
+    torch.testing.assert_close(spatial_mean(traj[:, -1]), spatial_mean(phi0), rtol=1e-6, atol=0)
 
 
 def test_down_and_up_sampling_keep_the_mean():
@@ -84,3 +133,5 @@ def test_down_and_up_sampling_keep_the_mean():
     assert downsample(phi, 2).shape == (2, 4, 4, 4)
     torch.testing.assert_close(downsample(phi, 2).mean(), phi.mean())
     torch.testing.assert_close(downsample(upsample(phi, 2), 2), phi)
+    with pytest.raises(ValueError, match="divisible"):
+        downsample(torch.rand(1, 9, 9), 2)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
 from ..evaluation import EvalSpec, evaluate, figures
 from ..io import atomic_path
+from ..modelcard import write_card
 from ..settings import resolve_device
 
 
@@ -22,6 +25,9 @@ def add_parser(sub) -> None:
                        help=f"default {getattr(d, f.name)}")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="evaluation", help="folder for summary.json and PNG figures")
+    p.add_argument("--card", action="store_true",
+                   help="also write MODEL_CARD.md (and the figures) into the checkpoint folder")
+    p.add_argument("--log", default=None, help="the training run's log.jsonl, quoted in the card")
     p.set_defaults(func=main)
 
 
@@ -43,4 +49,10 @@ def main(args: argparse.Namespace) -> int:
     if "phase" in summary:
         print(f"phase agreement at {summary['phase']['frames']} τ: {100 * summary['phase']['agreement']:.1f} %")
     print(f"wrote {out / 'summary.json'}, {', '.join(str(p) for p in written)}")
+    if args.card:
+        command = "crane-viz evaluate " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else [args.checkpoint])
+        for path in written:
+            shutil.copyfile(path, ckpt.path / path.name)
+        (ckpt.path / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(f"wrote {write_card(ckpt, summary, Path(args.log) if args.log else None, command)}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -76,8 +77,13 @@ def _create(path: Path, spec: DatasetSpec, dim: int) -> None:
 
 
 def generate(spec: DatasetSpec, out: str | Path, *, overwrite: bool = False,
-             progress: Callable[[int, int], None] | None = None, device="cpu") -> Path:
-    """Write (or continue) the dataset at `out`; `progress(done, total)` after each batch."""
+             progress: Callable[[int, int], None] | None = None, device="cpu",
+             workers: int = 1) -> Path:
+    """Write (or continue) the dataset at `out`; `progress(done, total)` after each batch.
+
+    `workers` > 1 integrates batches in that many processes (one thread each); the data do not
+    depend on it, since every case is fixed by its own seed.
+    """
     out = Path(out)
     part = out.with_name(out.name + ".part")
     if out.exists() and not overwrite:
@@ -93,22 +99,47 @@ def generate(spec: DatasetSpec, out: str | Path, *, overwrite: bool = False,
     solver_name = spec.solver or preset.solver
     with h5py.File(part, "r+") as f:
         todo = [i for i in range(spec.sequences) if not f["done"][i]]
+        done = spec.sequences - len(todo)
         if progress:
-            progress(spec.sequences - len(todo), spec.sequences)
-        for start in range(0, len(todo), spec.batch):
-            idx = todo[start:start + spec.batch]
-            cases = [sample_case(spec, i) for i in idx]
-            traj = simulate_batch(cases, spec, solver_name, device)
-            for j, i in enumerate(idx):
-                f["phi"][i] = traj[j]
-                for key in ("mean", "eta", "amplitude", "cells", "seed"):
-                    f[key][i] = cases[j][key]
-                f["done"][i] = True
-            f.flush()
+            progress(done, spec.sequences)
+        batches = [todo[k:k + spec.batch] for k in range(0, len(todo), spec.batch)]
+        for idx, cases, traj in _run_batches(batches, spec, solver_name, device, workers):
+            _store(f, idx, cases, traj)
+            done += len(idx)
             if progress:
-                progress(spec.sequences - len(todo) + start + len(idx), spec.sequences)
+                progress(done, spec.sequences)
     os.replace(part, out)
     return out
+
+
+def _simulate_indices(spec: DatasetSpec, solver_name: str, idx: list[int], device):
+    cases = [sample_case(spec, i) for i in idx]
+    return idx, cases, simulate_batch(cases, spec, solver_name, device)
+
+
+def _single_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _run_batches(batches, spec, solver_name, device, workers):
+    """Yield (indices, cases, trajectories) per batch, in this process or in a process pool."""
+    if workers <= 1 or str(device).startswith("cuda"):
+        for idx in batches:
+            yield _simulate_indices(spec, solver_name, idx, device)
+        return
+    with ProcessPoolExecutor(workers, initializer=_single_thread) as pool:
+        futures = [pool.submit(_simulate_indices, spec, solver_name, idx, "cpu") for idx in batches]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def _store(f: h5py.File, idx: list[int], cases: list[dict], traj: np.ndarray) -> None:
+    for j, i in enumerate(idx):
+        f["phi"][i] = traj[j]
+        for key in ("mean", "eta", "amplitude", "cells", "seed"):
+            f[key][i] = cases[j][key]
+        f["done"][i] = True
+    f.flush()
 
 
 def simulate_batch(cases: list[dict], spec: DatasetSpec, solver_name: str, device) -> np.ndarray:

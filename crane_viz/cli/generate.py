@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=d.batch, help=f"trajectories integrated together (default {d.batch})")
     p.add_argument("--seed", type=int, default=d.seed, help="base seed; sequence i uses seed + i")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--workers", type=int, default=1, help="processes integrating batches in parallel (CPU)")
     p.add_argument("--out", default="data.h5", help="output HDF5 file (default data.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=main)
@@ -36,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
     out = generate(spec, args.out, overwrite=args.overwrite, progress=progress,
-                   device=resolve_device(args.device))
+                   device=resolve_device(args.device), workers=args.workers)
     bar.close()
     print(f"wrote {out} ({spec.sequences} sequences × {spec.frames} frames of {spec.size}^"
           f"{PRESETS[spec.preset].dim})")

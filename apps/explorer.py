@@ -23,7 +23,7 @@ from crane_viz.initial import load_field
 from crane_viz.live import ExplorerSettings, LiveRun
 from crane_viz.surrogate import downsample
 
-pn.extension(notifications=True)
+pn.extension("vtk", notifications=True)
 
 MAP_PX = 300
 PALETTE = "Viridis256"
@@ -149,22 +149,41 @@ class CutawayView:
     def __init__(self):
         self.images = {k: pn.pane.PNG(None, width=380, height=340) for k in ("surrogate", "reference")}
         self._renderers = {}
+        self.interactive = pn.Column()
 
-    def update(self, frame):
+    def show_interactive(self, frame):
+        """A rotatable/zoomable vtk.js view of the surrogate's cutaway (built on request, when paused)."""
         from crane_viz.render3d import CutawayRenderer
 
+        renderer = CutawayRenderer(window_size=(600, 500), title="surrogate")
+        renderer.draw(frame.surrogate, f"t = {frame.time:g}")
+        self.interactive[:] = [pn.pane.VTK(renderer.plotter.ren_win, width=600, height=500)]
+
+    def render(self, frame) -> dict:
+        """PNG bytes of each engine's cutaway (heavy: call it off the event loop)."""
+        from crane_viz.render3d import CutawayRenderer
+
+        pngs = {}
         for key, field in (("surrogate", frame.surrogate), ("reference", frame.reference)):
             if field is None:
                 continue
             if key not in self._renderers:
                 self._renderers[key] = CutawayRenderer(window_size=(380, 340), title=key)
-            img = self._renderers[key].render(field, f"t = {frame.time:g}")
             buf = io.BytesIO()
-            iio.imwrite(buf, img, extension=".png")
-            self.images[key].object = buf.getvalue()
+            iio.imwrite(buf, self._renderers[key].render(field, f"t = {frame.time:g}"), extension=".png")
+            pngs[key] = buf.getvalue()
+        return pngs
+
+    def show(self, pngs: dict) -> None:
+        """Put rendered PNGs on the page (call it on the session's event loop)."""
+        for key, pane in self.images.items():
+            pane.object = pngs.get(key)
+
+    def update(self, frame):
+        self.show(self.render(frame))
 
     def panel(self):
-        return pn.Row(*self.images.values())
+        return pn.Column(pn.Row(*self.images.values()), self.interactive)
 
 
 def create_app():
@@ -175,9 +194,10 @@ def create_app():
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
     maps, plots, cutaway = MapsView(on_paint=lambda x, y: paint(x, y)), PlotsView(), CutawayView()
     counter = pn.indicators.Number(name="frame", value=0, font_size="20pt", title_size="10pt")
-    rendered_3d = {"busy": False}
 
-    def show(frames):
+    def show(frames, pngs=None):
+        if pngs:
+            cutaway.show(pngs)
         last = frames[-1]
         dim = live.info["dim"]
         maps.update(last, dim)
@@ -191,13 +211,9 @@ def create_app():
                          f"ms/frame{ref_text} · {live.describe()}")
 
     def on_frames(frames):
-        if live.info["dim"] == 3 and not rendered_3d["busy"]:
-            rendered_3d["busy"] = True
-            try:
-                cutaway.update(frames[-1])
-            finally:
-                rendered_3d["busy"] = False
-        doc.add_next_tick_callback(partial(show, frames))
+        """Worker thread: render 3D images here, hand everything to the event loop to display."""
+        pngs = cutaway.render(frames[-1]) if live.info["dim"] == 3 else None
+        doc.add_next_tick_callback(partial(show, frames, pngs))
 
     def on_state(message):
         doc.add_next_tick_callback(lambda: setattr(status, "object", message))
@@ -249,7 +265,16 @@ def create_app():
         settings.init_kind = "upload"
         do_reset()
 
-    play.on_click(lambda _: live.play())
+    rotate = pn.widgets.Button(name="Rotate/zoom view (paused)", width=200)
+
+    def do_rotate(_):
+        if live.info["dim"] != 3:
+            return
+        live.pause()
+        cutaway.show_interactive(live.session.current())
+
+    rotate.on_click(do_rotate)
+    play.on_click(lambda _: (cutaway.interactive.clear(), live.play()))
     pause.on_click(lambda _: live.pause())
     step.on_click(lambda _: live.step())
     reset.on_click(do_reset)
@@ -262,7 +287,7 @@ def create_app():
                         show_name=False, widgets={"eta_percent": {"type": pn.widgets.FloatSlider, "step": 0.01},
                                                   "mean": {"type": pn.widgets.FloatSlider, "step": 0.01},
                                                   "amplitude": {"type": pn.widgets.FloatSlider, "step": 0.005}})
-    tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", cutaway.panel()), dynamic=False)
+    tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", pn.Column(rotate, cutaway.panel())), dynamic=False)
     template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
                                              sidebar_width=330)
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,

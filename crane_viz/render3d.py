@@ -50,6 +50,13 @@ class CutawayRenderer:
         self.plotter.set_background("white")
 
     def render(self, field: np.ndarray, caption: str | None = None) -> np.ndarray:
+        """The cutaway of `field` as an (H, W, 3) uint8 image."""
+        self.draw(field, caption)
+        self.plotter.render()
+        return np.asarray(self.plotter.screenshot(return_img=True))[..., :3]
+
+    def draw(self, field: np.ndarray, caption: str | None = None) -> None:
+        """Put the cutaway of `field` into the plotter's scene (for screenshots or a live VTK view)."""
         p = self.plotter
         p.clear()
         lower, iso, faces = cutaway_meshes(field)
@@ -67,8 +74,6 @@ class CutawayRenderer:
         p.camera_position = "iso"
         p.camera.azimuth = 20
         p.reset_camera()
-        p.render()
-        return np.asarray(p.screenshot(return_img=True))[..., :3]
 
     def close(self) -> None:
         self.plotter.close()

@@ -139,3 +139,22 @@ def test_url_sets_eta_and_3d_model_renders_isosurface(browser, server):
     pixels = iio.imread(shot)[..., :3].astype(int)
     assert (np.abs(pixels - 255).sum(-1) > 60).mean() > 0.1  # the cutaway was drawn
     page.close()
+
+
+def test_change_eta_and_reset(browser, server):
+    """Move the η slider with the keyboard, press Reset: the run restarts at frame 0 with the new η."""
+    page, _ = open_page(browser, server)
+    page.click("text=Play")
+    assert wait_frames(page, 2) >= 2
+    page.click("text=Pause")
+    handle = page.locator(".noUi-handle[aria-valuenow='0.6']").first
+    handle.focus()
+    for _ in range(3):
+        handle.press("ArrowRight")
+    page.wait_for_selector("text=/Eta percent: 0\\.6[1-9]/", timeout=20_000)
+    page.click("text=Reset")
+    page.wait_for_timeout(1500)
+    assert frame_number(page) == 0
+    page.click("text=Step")
+    assert wait_frames(page, 1) == 1
+    page.close()

@@ -81,8 +81,8 @@ def generate(spec: DatasetSpec, out: str | Path, *, overwrite: bool = False,
              workers: int = 1) -> Path:
     """Write (or continue) the dataset at `out`; `progress(done, total)` after each batch.
 
-    `workers` > 1 integrates batches in that many processes (one thread each); the data do not
-    depend on it, since every case is fixed by its own seed.
+    `workers` > 1 integrates batches in that many processes (one thread each); the cases do not
+    depend on it, since every case is fixed by its own seed (fields agree to float32 rounding).
     """
     out = Path(out)
     part = out.with_name(out.name + ".part")

@@ -31,10 +31,15 @@ def test_dataset_layout(data):
 
 
 def test_parallel_workers_give_the_same_data(data, tmp_path):
-    """Two worker processes write exactly what one process wrote (cases are fixed by seed)."""
+    """Two worker processes write the same cases as one process (each case is fixed by its seed).
+
+    Parameters match exactly; fields match to float32 rounding, because reductions inside the FFT
+    may be summed in another order when the thread count differs (seen in CI: 1 vs 2 threads).
+    """
     other = generate(SPEC, tmp_path / "par.h5", workers=2)
     a, b = load_dataset(data), load_dataset(other)
-    assert torch.equal(a.phi, b.phi) and torch.equal(a.eta, b.eta)
+    assert torch.equal(a.eta, b.eta) and torch.equal(a.mean, b.mean)
+    torch.testing.assert_close(a.phi, b.phi, rtol=0, atol=1e-6)
 
 
 def test_curriculum_horizon():

@@ -19,8 +19,9 @@ from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
 from bokeh.plotting import figure
 
 from crane_viz.errors import CraneVizError
+from crane_viz.export import FrameStyle
 from crane_viz.initial import load_field
-from crane_viz.live import ExplorerSettings, LiveRun
+from crane_viz.live import ExplorerSettings, ExportJob, LiveRun, record_run
 from crane_viz.surrogate import downsample
 
 pn.extension("vtk", notifications=True)
@@ -54,10 +55,10 @@ class MapsView:
         for key in ("surrogate", "reference"):
             self.figures[key].on_event(Tap, lambda ev: on_paint(ev.x, ev.y))
         self.paint_mode = pn.widgets.RadioButtonGroup(options=["add", "remove"], value="add",
-                                                      button_type="light", width=140)
+                                                      color="light", width=140)
         self.caption = pn.pane.Markdown("", margin=(0, 10))
-        self.slice_axis = pn.widgets.Select(name="3D slice normal", options=["x", "y", "z"], value="z", width=120)
-        self.slice_pos = pn.widgets.FloatSlider(name="slice position", start=0, end=1, value=0.5, step=0.01, width=200)
+        self.slice_axis = pn.widgets.Select(label="3D slice normal", options=["x", "y", "z"], value="z", width=120)
+        self.slice_pos = pn.widgets.FloatSlider(label="slice position", start=0, end=1, value=0.5, step=0.01, width=200)
 
     def update(self, frame, dim):
         self.slice_axis.visible = self.slice_pos.visible = dim == 3
@@ -186,6 +187,82 @@ class CutawayView:
         return pn.Column(pn.Row(*self.images.values()), self.interactive)
 
 
+class ExportView:
+    """Snapshot, movie, HDF5 and .vti downloads, written only into this tab's export folder."""
+
+    def __init__(self, live: LiveRun, doc, style):
+        self.live, self.doc, self.style = live, doc, style
+        self.job = ExportJob()
+        self.snapshot = pn.widgets.FileDownload(callback=self._quick("png"), filename="crane_viz_snapshot.png",
+                                                label="Snapshot (PNG)", color="primary", width=150)
+        self.data = pn.widgets.FileDownload(callback=self._quick("h5"), filename="crane_viz_run.h5",
+                                            label="Data (HDF5)", width=150)
+        self.vti = pn.widgets.FileDownload(callback=self._quick("vti"), filename="crane_viz_frame.vti",
+                                           label="Frame (.vti, ParaView)", width=180)
+        self.fmt = pn.widgets.RadioButtonGroup(options=["mp4", "gif"], value="mp4", width=110)
+        self.source = pn.widgets.Select(options=["run so far", "new run"], value="run so far", width=130)
+        self.frames = pn.widgets.IntInput(label="new run frames", value=100, start=2, end=2000, width=120)
+        self.fps = pn.widgets.IntInput(label="fps", value=12, start=1, end=60, width=70)
+        self.make = pn.widgets.Button(label="Make movie", color="success", width=120)
+        self.stop = pn.widgets.Button(label="Cancel", width=80, disabled=True)
+        self.progress = pn.indicators.Progress(value=0, max=100, width=240, visible=False)
+        self.message = pn.pane.Markdown("", margin=(0, 10))
+        self.result = pn.widgets.FileDownload(label="Download movie", color="success", visible=False,
+                                              width=200)
+        self.make.on_click(self._start)
+        self.stop.on_click(lambda _: self.job.cancel())
+
+    def _quick(self, fmt):
+        def write():
+            traj = self.live.recorder.trajectory()
+            index = traj.frames - 1
+            stem = f"crane_viz_{self.live.settings.model}_frame{index}"
+            return str(self.job.write(traj, stem, fmt, style=self.style(), frame=-1))
+        return write
+
+    def _start(self, _):
+        fmt, style, fps = self.fmt.value, self.style(), self.fps.value
+        if self.source.value == "new run":
+            n, attrs = self.frames.value, self.live.export_attrs()
+            session = self.live.build_session()
+            make = lambda progress, cancel: record_run(session, n, attrs, progress=progress, cancel=cancel)
+        else:
+            traj = self.live.recorder.trajectory()
+            make = lambda progress, cancel: traj
+        stem = f"crane_viz_{self.live.settings.model}_movie"
+        started = self.job.start(make, stem, fmt, style=style, fps=fps,
+                                 on_progress=self._on_progress, on_done=self._on_done)
+        if started:
+            self.make.disabled, self.stop.disabled = True, False
+            self.result.visible, self.progress.visible, self.progress.value = False, True, 0
+            self.message.object = "preparing…"
+
+    def _on_progress(self, done, total, stage):
+        def show():
+            self.progress.value = int(100 * done / max(total, 1))
+            self.message.object = f"{stage} {done}/{total}"
+        self.doc.add_next_tick_callback(show)
+
+    def _on_done(self, path, error):
+        def show():
+            self.make.disabled, self.stop.disabled, self.progress.visible = False, True, False
+            if error:
+                self.message.object = f"⚠ {error}"
+                return
+            self.message.object = f"ready: {path.name} ({path.stat().st_size / 1e6:.1f} MB)"
+            self.result.filename, self.result.file, self.result.visible = path.name, str(path), True
+        self.doc.add_next_tick_callback(show)
+
+    def panel(self):
+        return pn.Column(
+            pn.pane.Markdown("**Export** — snapshots and movies use the view shown above "
+                             "(2D maps, 3D slice, or the 3D cutaway tab)", margin=(0, 10)),
+            pn.Row(self.snapshot, self.data, self.vti),
+            pn.Row(self.fmt, self.source, self.frames, self.fps),
+            pn.Row(self.make, self.stop, self.progress, self.message),
+            self.result)
+
+
 def create_app():
     settings = ExplorerSettings()
     if pn.state.location is not None:
@@ -228,11 +305,18 @@ def create_app():
         if not live.playing:
             live.step()
 
-    play = pn.widgets.Button(name="Play", button_type="success", width=80)
-    pause = pn.widgets.Button(name="Pause", button_type="warning", width=80)
-    step = pn.widgets.Button(name="Step", width=70)
-    reset = pn.widgets.Button(name="Reset", button_type="primary", width=80)
-    upload = pn.widgets.FileInput(accept=".npy,.png,.jpg,.jpeg,.bmp,.tif,.tiff", name="upload field")
+    def export_style():
+        if live.info["dim"] == 3 and tabs.active == 1:
+            return FrameStyle(view="cutaway")
+        return FrameStyle(view="slice", axis="xyz".index(maps.slice_axis.value), index=maps.slice_pos.value)
+
+    exports = ExportView(live, doc, export_style)
+
+    play = pn.widgets.Button(label="Play", color="success", width=80)
+    pause = pn.widgets.Button(label="Pause", color="warning", width=80)
+    step = pn.widgets.Button(label="Step", width=70)
+    reset = pn.widgets.Button(label="Reset", color="primary", width=80)
+    upload = pn.widgets.FileInput(accept=".npy,.png,.jpg,.jpeg,.bmp,.tif,.tiff", label="upload field")
     error = pn.pane.Alert("", alert_type="danger", visible=False)
 
     def report(exc):
@@ -265,7 +349,7 @@ def create_app():
         settings.init_kind = "upload"
         do_reset()
 
-    rotate = pn.widgets.Button(name="Rotate/zoom view (paused)", width=200)
+    rotate = pn.widgets.Button(label="Rotate/zoom view (paused)", width=200)
 
     def do_rotate(_):
         if live.info["dim"] != 3:
@@ -293,8 +377,8 @@ def create_app():
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,
                              pn.pane.Markdown("Upload an initial field (.npy or greyscale image):"),
                              upload, error])
-    template.main.extend([status, tabs, plots.panel()])
-    pn.state.on_session_destroyed(lambda ctx: live.close())
+    template.main.extend([status, tabs, plots.panel(), exports.panel()])
+    pn.state.on_session_destroyed(lambda ctx: (live.close(), exports.job.close()))
     maps.update(live.session.current(), live.info["dim"])
     if live.info["dim"] == 3:
         cutaway.update(live.session.current())

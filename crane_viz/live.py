@@ -7,8 +7,13 @@ a background thread, handing batches of frames to a callback; it never touches t
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
+import uuid
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import param
@@ -16,6 +21,8 @@ import torch
 
 from .checkpoint import list_checkpoints, load_checkpoint
 from .engines import make_solver
+from .errors import CraneVizError
+from .export import Cancelled, Recorder, Trajectory, export
 from .initial import check_field, perlin_field
 from .model import CRNN, get_config
 from .presets import get_preset
@@ -95,6 +102,7 @@ class LiveRun:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.session: Session | None = None
+        self.recorder = Recorder()
         self.reset()
 
     # ---------------------------------------------------------------- building
@@ -118,18 +126,31 @@ class LiveRun:
                                 seed=s.seed, octaves=s.octaves)
         return s.initial_field(size, dim)
 
+    def build_session(self) -> Session:
+        """A new session from the current settings (the live one, or a separate export run)."""
+        info = self.info
+        preset = info["preset"]
+        surrogate = surrogate_for(self.settings.model, self.misfit, self.device)
+        ref = self.settings.reference
+        reference = None if ref == "none" else make_solver(ref, preset, misfit=self.misfit)
+        return Session(surrogate, self.initial_field(), preset, reference=reference,
+                       misfit=self.misfit, training=info["training"], device=self.device)
+
+    def export_attrs(self) -> dict:
+        """The settings a movie caption and an exported file carry."""
+        s = self.settings
+        return {"checkpoint": s.model, "preset": self.info["preset"].name, "mean": s.mean,
+                "eta": self.misfit, "amplitude": s.amplitude, "cells": s.cells, "seed": s.seed,
+                "size": s.size, "init_kind": s.init_kind, "reference": s.reference,
+                "device": str(self.device)}
+
     def reset(self) -> None:
-        """Rebuild the session from the current settings (stops playing)."""
+        """Rebuild the session from the current settings (stops playing, restarts recording)."""
         self.pause()
         with self._lock:
-            info = self.info
-            preset = info["preset"]
-            phi0 = self.initial_field()
-            surrogate = surrogate_for(self.settings.model, self.misfit, self.device)
-            ref = self.settings.reference
-            reference = None if ref == "none" else make_solver(ref, preset, misfit=self.misfit)
-            self.session = Session(surrogate, phi0, preset, reference=reference, misfit=self.misfit,
-                                   training=info["training"], device=self.device)
+            self.session = self.build_session()
+            self.recorder.clear(self.export_attrs())
+            record_frame(self.recorder, self.session.current())
         self.on_state(self.describe())
 
     def set_upload(self, field: np.ndarray) -> None:
@@ -182,6 +203,8 @@ class LiveRun:
         self.pause()
 
     def _report(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            record_frame(self.recorder, frame)
         if frames:
             self.on_frames(frames)
         if self.session.stopped:
@@ -193,3 +216,88 @@ class LiveRun:
             self.step()
             if self.session.stopped:
                 break
+
+
+def record_frame(recorder: Recorder, frame: Frame) -> None:
+    """Offer a session frame (fields and metrics) to a recorder."""
+    recorder.add(frame.index, frame.time, {"surrogate": frame.surrogate, "reference": frame.reference},
+                 frame.metrics)
+
+
+def record_run(session: Session, frames: int, attrs: dict, *, progress=None,
+               cancel: threading.Event | None = None) -> Trajectory:
+    """Run a fresh session for `frames` frames and return everything as a trajectory."""
+    recorder = Recorder(budget_bytes=2**62, attrs=attrs)
+    record_frame(recorder, session.current())
+    for frame in session.run(frames):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("export cancelled; nothing was written")
+        record_frame(recorder, frame)
+        if progress:
+            progress(frame.index, frames)
+    return recorder.trajectory()
+
+
+def export_root() -> Path:
+    """Where the app writes exports: $CRANE_VIZ_EXPORTS or a folder in the system temp dir."""
+    return Path(os.environ.get("CRANE_VIZ_EXPORTS") or Path(tempfile.gettempdir()) / "crane_viz_exports")
+
+
+class ExportJob:
+    """Exports of one browser session, one at a time, on a worker thread, in its own folder.
+
+    File names are made here (never taken from the browser), so nothing is written outside
+    `folder`. `start(...)` reports `on_progress(done, total, stage)` and finally `on_done(path,
+    error)` from the worker thread; `cancel()` stops it and nothing is kept.
+    """
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder or export_root() / uuid.uuid4().hex[:12]
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def path_for(self, stem: str, fmt: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+        return self.folder / f"{safe}.{fmt}"
+
+    def write(self, traj: Trajectory, stem: str, fmt: str, **kwargs) -> Path:
+        """A quick export now, in the calling thread (snapshots, data, .vti)."""
+        return export(traj, self.path_for(stem, fmt), fmt=fmt, **kwargs)
+
+    def start(self, make_trajectory, stem: str, fmt: str, *, on_progress, on_done, **kwargs) -> bool:
+        """Begin a movie export in the background; False when one is already running."""
+        if self.running:
+            return False
+        self._cancel.clear()
+
+        def work():
+            try:
+                traj = make_trajectory(lambda d, t: on_progress(d, t, "running"), self._cancel)
+                path = export(traj, self.path_for(stem, fmt), fmt=fmt, cancel=self._cancel,
+                              progress=lambda d, t: on_progress(d, t, "encoding"), **kwargs)
+            except (CraneVizError, ValueError) as exc:
+                on_done(None, str(exc))
+            else:
+                on_done(path, None)
+
+        self._thread = threading.Thread(target=work, daemon=True, name="crane-viz-export")
+        self._thread.start()
+        return True
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        """The browser tab closed: stop any export and remove this tab's files."""
+        self.cancel()
+        self.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -3,7 +3,10 @@
 Each epoch gives the model the first `curriculum_horizon(epoch)` ground-truth frames of every
 sequence (teacher forcing) and makes it roll out the rest on its own output; the horizon ramps
 from "predict only the last frame" to "roll out everything from the initial frame". Loss: the 2D
-paper's L = L_φ + λ_∇ L_∇ + λ_f L_f on the predicted frames. All randomness (split, shuffling,
+paper's L = L_φ + λ_∇ L_∇ + λ_f L_f on every predicted frame — one-step predictions from the
+given true frames as well as the free rollout, so the early growth stage is learnt from the first
+epoch (a loss on the free frames only left the model at "nothing changes": at the start of the
+curriculum those are the last, nearly static frames). All randomness (split, shuffling,
 augmentation, noise) comes from one torch.Generator whose state is saved with the optimizer at
 the end of every epoch, so an interrupted run resumes exactly.
 """
@@ -228,7 +231,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 seq = augment(data.phi[b], gen).to(device)
                 eta = data.eta[b].to(device)
                 pred = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen)
-                loss = composite_loss(pred[:, given - 1:], seq[:, given:], eta, preset, cfg)
+                loss = composite_loss(pred, seq[:, 1:], eta, preset, cfg)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

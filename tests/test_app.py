@@ -58,7 +58,7 @@ def server():
 
 
 def open_page(browser, url):
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    page = browser.new_page(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
     outside = []
     page.on("request", lambda r: None if r.url.startswith(LOCAL) else outside.append(r.url))
     page.goto(url)
@@ -157,4 +157,30 @@ def test_change_eta_and_reset(browser, server):
     assert frame_number(page) == 0
     page.click("text=Step")
     assert wait_frames(page, 1) == 1
+    page.close()
+
+
+def test_snapshot_and_movie_downloads(browser, server):
+    """Press Snapshot and Make movie (GIF of the run so far): both files arrive and show the maps."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    page, _ = open_page(browser, server)
+    page.click("text=Play")
+    assert wait_frames(page, 4) >= 4
+    page.click("text=Pause")
+    page.wait_for_timeout(500)
+    with page.expect_download(timeout=60_000) as snap:
+        page.click("text=Snapshot (PNG)")
+    png = iio.imread(snap.value.path())[..., :3].astype(int)
+    assert png.shape[1] >= 3 * 256 and (np.abs(png - 255).sum(-1) > 60).mean() > 0.3
+    page.click("text=gif")
+    page.click("text=Make movie")
+    page.wait_for_selector("text=Download movie", timeout=120_000)
+    with page.expect_download(timeout=60_000) as movie:
+        page.click("text=Download movie")
+    assert movie.value.suggested_filename.endswith(".gif")
+    with Image.open(movie.value.path()) as gif:
+        assert gif.n_frames >= 5  # the initial frame and at least four more
+    page.screenshot(path=str(ARTIFACTS / "explorer-export.png"), full_page=True)
     page.close()

@@ -63,3 +63,44 @@ def test_upload_validation():
     live.settings.init_kind = "upload"
     live.reset()
     assert abs(live.session.phi0.mean() - 0.405) < 0.01
+
+
+def test_recording_and_background_export(tmp_path):
+    """Live frames are recorded; a movie of a new run is made in the background, one at a time."""
+    import threading
+
+    from crane_viz.export import load_trajectory
+    from crane_viz.live import ExportJob, record_run
+
+    live, _ = make()
+    for _ in range(3):
+        live.step()
+    traj = live.recorder.trajectory()
+    assert traj.frames == 4 and set(traj.fields) == {"surrogate", "reference"}
+    assert traj.attrs["checkpoint"] == "untrained small-2d" and traj.metrics["rmse"].shape == (3,)
+    job = ExportJob(tmp_path / "exports")
+    data = load_trajectory(job.write(traj, "../escape", "h5"))
+    assert data.frames == 4 and list((tmp_path / "exports").iterdir())  # inside its own folder
+    done, gate = [], threading.Event()
+
+    def slow_run(progress, cancel):
+        gate.wait(10)
+        return record_run(live.build_session(), 5, live.export_attrs(), progress=progress, cancel=cancel)
+
+    assert job.start(slow_run, "movie", "gif", on_progress=lambda *a: None,
+                     on_done=lambda path, err: done.append((path, err)))
+    assert not job.start(slow_run, "movie", "gif", on_progress=print, on_done=print)  # busy
+    gate.set()
+    job.wait(60)
+    path, err = done[0]
+    assert err is None and path.parent == tmp_path / "exports" and path.suffix == ".gif"
+    gate.clear()
+    assert job.start(slow_run, "movie2", "mp4", on_progress=lambda *a: None,
+                     on_done=lambda path, err: done.append((path, err)))
+    job.cancel()
+    gate.set()
+    job.wait(60)
+    assert done[1][0] is None and "cancelled" in done[1][1]
+    assert not (tmp_path / "exports" / "movie2.mp4").exists()
+    job.close()
+    assert not (tmp_path / "exports").exists()

@@ -21,7 +21,10 @@ from bokeh.plotting import figure
 from crane_viz.errors import CraneVizError
 from crane_viz.export import FrameStyle
 from crane_viz.initial import load_field
-from crane_viz.live import ExplorerSettings, ExportJob, LiveRun, record_run
+from crane_viz.live import SIZES, ExplorerSettings, ExportJob, LiveRun, record_run
+from crane_viz.metrics import spinodal_line
+from crane_viz.phase import SweepJob
+from crane_viz.settings import SweepSettings
 from crane_viz.surrogate import downsample
 
 pn.extension("vtk", notifications=True)
@@ -263,6 +266,122 @@ class ExportView:
             self.result)
 
 
+class PhaseView:
+    """The (⟨φ⟩, η) plane: analytic spinodal line, sweep points as they finish, click to open one."""
+
+    COLORS = {1: "#e6550d", 0: "#3182bd"}  # separated, homogeneous (colours used nowhere else)
+
+    def __init__(self, live: LiveRun, doc, folder, open_case):
+        self.live, self.doc, self.open_case = live, doc, open_case
+        self.settings = SweepSettings(points=60, size=64, horizon=100, batch=30)
+        self.job = SweepJob(folder)
+        self.line = ColumnDataSource({"mean": [], "eta": []})
+        self.source = ColumnDataSource(self._empty())
+        fig = figure(title="(⟨φ⟩, η) phase diagram", width=620, height=480, x_range=(0, 1), y_range=(0, 1.6),
+                     tools="tap,pan,wheel_zoom,reset,save", toolbar_location="above")
+        fig.xaxis.axis_label, fig.yaxis.axis_label = "⟨φ⟩", "η (%)"
+        fig.line("mean", "eta", source=self.line, color="black", line_width=2,
+                 legend_label="analytic spinodal η_max(⟨φ⟩)")
+        points = fig.scatter("mean", "eta", source=self.source, size=11, fill_color="color",
+                             line_color="line", line_width=2, legend_field="outcome")
+        fig.add_tools(HoverTool(renderers=[points], tooltips="""
+            <div><img src="@thumbnail" width="64" height="64" style="image-rendering: pixelated"></div>
+            <div>⟨φ⟩ = @mean{0.000}, η = @eta{0.000} %</div>
+            <div>surrogate: @outcome (spread @spread{0.000})</div><div>@reference</div>"""))
+        fig.legend.label_text_font_size = "8pt"
+        fig.legend.orientation = "horizontal"
+        fig.add_layout(fig.legend[0], "below")  # keep the frame free for the points
+        self.figure = fig
+        self.source.selected.on_change("indices", self._on_select)
+        self.run = pn.widgets.Button(label="Run sweep", color="success", width=120)
+        self.stop = pn.widgets.Button(label="Cancel", width=80, disabled=True)
+        self.progress = pn.indicators.Progress(value=0, max=100, width=220, visible=False)
+        self.message = pn.pane.Markdown("Run a sweep with the selected η-conditioned model; click a "
+                                        "point to open that case in the 2D maps tab.", margin=(0, 10))
+        self.run.on_click(self._start)
+        self.stop.on_click(lambda _: self.job.cancel())
+        self.controls = pn.Param(self.settings, show_name=False, parameters=[
+            "points", "layout", "eta_max_percent", "amplitude", "cells", "seed", "horizon", "size",
+            "batch", "reference"], widgets={k: pn.widgets.IntInput for k in ("points", "horizon", "size",
+                                                                            "batch", "seed", "cells")})
+        self.update_line()
+
+    @staticmethod
+    def _empty():
+        return {k: [] for k in ("mean", "eta", "color", "line", "outcome", "spread", "reference",
+                                "thumbnail", "seed", "amplitude")}
+
+    def update_line(self):
+        means, eta_max = spinodal_line(self.live.info["preset"])
+        self.line.data = {"mean": list(means), "eta": list(100 * eta_max)}
+
+    def _start(self, _):
+        info = self.live.info
+        model = self.live.settings.model
+        if info["dim"] != 2 or not info["conditioned"] or info["training"] is None:
+            self.message.object = "⚠ pick a trained η-conditioned 2D model (e.g. coherent-2d) first"
+            return
+        try:
+            self.settings.check()
+        except CraneVizError as exc:
+            self.message.object = f"⚠ {exc}"
+            return
+        self.source.data = self._empty()
+        self.rows = []
+        started = self.job.start(self.settings, model, on_rows=self._on_rows,
+                                 on_progress=self._on_progress, on_done=self._on_done)
+        if started:
+            self.run.disabled, self.stop.disabled, self.progress.visible = True, False, True
+            self.message.object = "running…"
+
+    def _on_rows(self, rows):
+        self.doc.add_next_tick_callback(partial(self._add, rows))
+
+    def _add(self, rows):
+        self.rows.extend(rows)
+        has_ref = "reference_separated" in rows[0]
+        self.source.stream({
+            "mean": [r["mean"] for r in rows], "eta": [100 * r["eta"] for r in rows],
+            "color": [self.COLORS[r["surrogate_separated"]] for r in rows],
+            "line": ["black" if has_ref and r["reference_separated"] != r["surrogate_separated"]
+                     else self.COLORS[r["surrogate_separated"]] for r in rows],
+            "outcome": ["separated" if r["surrogate_separated"] else "homogeneous" for r in rows],
+            "spread": [r["surrogate_spread"] for r in rows],
+            "reference": [("reference: " + ("separated" if r["reference_separated"] else "homogeneous"))
+                          if has_ref else "" for r in rows],
+            "thumbnail": [r.get("thumbnail", "") for r in rows],
+            "seed": [r["seed"] for r in rows], "amplitude": [r["amplitude"] for r in rows]})
+
+    def _on_progress(self, done, total):
+        self.doc.add_next_tick_callback(lambda: setattr(self.progress, "value", int(100 * done / max(total, 1))))
+
+    def _on_done(self, summary, error):
+        def show():
+            self.run.disabled, self.stop.disabled, self.progress.visible = False, True, False
+            if error:
+                self.message.object = f"⚠ {error}"
+                return
+            rates = ", ".join(f"{k} {v:.0f} points/min" for k, v in summary.get("points_per_minute", {}).items())
+            text = f"{summary['points']} points, {summary['surrogate_separated']} separated ({rates})"
+            if "agreement" in summary:
+                text += f"; agreement with {self.settings.reference}: {100 * summary['agreement']:.1f} %"
+            self.message.object = text
+        self.doc.add_next_tick_callback(show)
+
+    def _on_select(self, attr, old, new):
+        if not new:
+            return
+        i = new[0]
+        data = self.source.data
+        self.open_case(mean=data["mean"][i], eta_percent=data["eta"][i], seed=int(data["seed"][i]),
+                       amplitude=data["amplitude"][i], cells=self.settings.cells, size=self.settings.size)
+        self.source.selected.indices = []
+
+    def panel(self):
+        return pn.Row(pn.Column(self.figure, pn.Row(self.run, self.stop, self.progress), self.message),
+                      pn.Column(pn.pane.Markdown("**Sweep settings**"), self.controls, width=300))
+
+
 def create_app():
     settings = ExplorerSettings()
     if pn.state.location is not None:
@@ -270,7 +389,7 @@ def create_app():
     doc = pn.state.curdoc
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
     maps, plots, cutaway = MapsView(on_paint=lambda x, y: paint(x, y)), PlotsView(), CutawayView()
-    counter = pn.indicators.Number(name="frame", value=0, font_size="20pt", title_size="10pt")
+    counter = pn.indicators.Number(label="frame", value=0, font_size="20pt", title_size="10pt")
 
     def show(frames, pngs=None):
         if pngs:
@@ -312,6 +431,15 @@ def create_app():
 
     exports = ExportView(live, doc, export_style)
 
+    def open_case(**values):
+        """Show one phase-diagram point in the maps tab (same seed, amplitude and grid)."""
+        wanted = values.pop("size")
+        size = min(SIZES, key=lambda n: abs(n - wanted))
+        settings.param.update(init_kind="perlin", size=size, **values)
+        tabs.active = 0
+
+    phase = PhaseView(live, doc, exports.job.folder / "phase", open_case)
+
     play = pn.widgets.Button(label="Play", color="success", width=80)
     pause = pn.widgets.Button(label="Pause", color="warning", width=80)
     step = pn.widgets.Button(label="Step", width=70)
@@ -335,6 +463,7 @@ def create_app():
         if live.info["dim"] == 3:
             cutaway.update(live.session.current())
         tabs.active = 1 if live.info["dim"] == 3 and tabs.active == 0 else tabs.active
+        phase.update_line()
 
     def do_upload(event):
         suffix = "." + (upload.filename or "x.npy").rsplit(".", 1)[-1].lower()
@@ -371,14 +500,22 @@ def create_app():
                         show_name=False, widgets={"eta_percent": {"type": pn.widgets.FloatSlider, "step": 0.01},
                                                   "mean": {"type": pn.widgets.FloatSlider, "step": 0.01},
                                                   "amplitude": {"type": pn.widgets.FloatSlider, "step": 0.005}})
-    tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", pn.Column(rotate, cutaway.panel())), dynamic=False)
+    tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", pn.Column(rotate, cutaway.panel())),
+                   ("Phase diagram", phase.panel()), dynamic=False)
     template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
                                              sidebar_width=330)
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,
                              pn.pane.Markdown("Upload an initial field (.npy or greyscale image):"),
                              upload, error])
     template.main.extend([status, tabs, plots.panel(), exports.panel()])
-    pn.state.on_session_destroyed(lambda ctx: (live.close(), exports.job.close()))
+    def closed(_ctx):
+        """The tab closed: stop the run, the sweep and any export, and delete this tab's files."""
+        live.close()
+        phase.job.cancel()
+        phase.job.wait(30)
+        exports.job.close()
+
+    pn.state.on_session_destroyed(closed)
     maps.update(live.session.current(), live.info["dim"])
     if live.info["dim"] == 3:
         cutaway.update(live.session.current())

@@ -43,7 +43,18 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class InitialConditionSettings(param.Parameterized):
+class Settings(param.Parameterized):
+    """Base of every settings class: a bound violated on construction is an InputError."""
+
+    def __init__(self, **params):
+        """Bounds are checked on construction; a violation is an InputError naming the bound."""
+        try:
+            super().__init__(**params)
+        except ValueError as exc:
+            raise InputError(_plain(str(exc))) from None
+
+
+class InitialConditionSettings(Settings):
     """How the initial field is made: Perlin noise about ⟨φ⟩ (the papers), a shape, or a file."""
 
     mean = param.Number(0.5, bounds=(0.0, 1.0), inclusive_bounds=(False, False),
@@ -61,13 +72,6 @@ class InitialConditionSettings(param.Parameterized):
                                doc="Initial condition: Perlin noise, sphere, slab or a composition gradient.")
     init = param.String(default=None, allow_None=True,
                         doc="Path of a .npy, .h5 or greyscale image field; overrides the generated one.")
-
-    def __init__(self, **params):
-        """Bounds are checked on construction; a violation is an InputError naming the bound."""
-        try:
-            super().__init__(**params)
-        except ValueError as exc:
-            raise InputError(_plain(str(exc))) from None
 
     def lattice_cells(self, size: int) -> int:
         """Perlin cells per side on a grid of `size`, from --correlation-length when given."""
@@ -205,3 +209,33 @@ class RunSettings(InitialConditionSettings):
         misfit = preset.misfit if self.eta is None else self.eta
         return [f"η = {misfit:.4f} lies beyond the papers' range [0, {PAPER_MAX_MISFIT}]"] \
             if misfit > PAPER_MAX_MISFIT else []
+
+
+class SweepSettings(Settings):
+    """A phase-diagram sweep: (⟨φ⟩, η) points, their initial noise, horizon and grid."""
+
+    points = param.Integer(500, bounds=(1, 100_000), doc="Number of (⟨φ⟩, η) points.")
+    layout = param.Selector(default="random", objects=["random", "grid"],
+                            doc="Uniform random points, or a regular grid of about that many.")
+    mean_min = param.Number(0.2, bounds=(0.0, 1.0), inclusive_bounds=(False, False), doc="Smallest ⟨φ⟩.")
+    mean_max = param.Number(0.8, bounds=(0.0, 1.0), inclusive_bounds=(False, False), doc="Largest ⟨φ⟩.")
+    eta_max_percent = param.Number(1.2, bounds=(0.0, 5.0), softbounds=(0.0, 2.0),
+                                   doc="Largest misfit η in percent (points span 0 to this).")
+    amplitude = param.Number(0.05, bounds=(0.0, 0.5), doc="Peak Perlin deviation max|φ − ⟨φ⟩| of every point.")
+    cells = param.Integer(8, bounds=(1, 256), doc="Perlin lattice cells per side.")
+    seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Seed of the point positions; point i's noise uses seed + i.")
+    horizon = param.Integer(100, bounds=(1, 10_000), doc="Frames τ before the outcome is read.")
+    size = param.Integer(128, bounds=(8, 2048), doc="Grid points per side.")
+    batch = param.Integer(50, bounds=(1, 1024), doc="Points integrated together in one tensor.")
+    threshold = param.Number(0.05, bounds=(0.0, 1.0), doc="Separated when max φ − min φ exceeds this.")
+    reference = param.Selector(default="none", objects=["none", "spectral", "fd"],
+                               doc="Also run a reference solver on the same points, for agreement.")
+
+    def check(self) -> None:
+        if self.mean_min >= self.mean_max:
+            raise InputError(f"--mean-min ({self.mean_min}) must be below --mean-max ({self.mean_max})")
+        if self.cells > self.size:
+            raise InputError(f"--cells must be at most the grid size {self.size}, not {self.cells}")
+
+    def describe(self) -> dict:
+        return {k: v for k, v in self.param.values().items() if k != "name"}

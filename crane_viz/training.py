@@ -1,8 +1,9 @@
 """Curriculum training of the CRNN, top to bottom in one file (both papers, physics.md §4).
 
 Each epoch gives the model the first `curriculum_horizon(epoch)` ground-truth frames of every
-sequence (teacher forcing) and makes it roll out the rest on its own output; the horizon ramps
-from "predict only the last frame" to "roll out everything from the initial frame". Loss: the 2D
+sequence, or of a random window of it (teacher forcing), and makes it roll out the rest on its
+own output; the horizon ramps from "predict only the last frame" to "roll out everything from
+the initial frame". Loss: the 2D
 paper's L = L_φ + λ_∇ L_∇ + λ_f L_f on every predicted frame — one-step predictions from the
 given true frames as well as the free rollout, so the early growth stage is learnt from the first
 epoch (a loss on the free frames only left the model at "nothing changes": at the start of the
@@ -49,6 +50,7 @@ class TrainConfig:
     noise: float = 1e-3  # σ of Gaussian noise added to every model input
     val_fraction: float = 0.2
     grid_scale: int = 1  # train on fields average-pooled by this factor (3D paper: 2)
+    window: int = 0  # frames per training sample, from a random start (0: whole sequences)
     seed: int = 0
 
 
@@ -58,6 +60,19 @@ def curriculum_horizon(epoch: int, ramp: int, frames: int) -> int:
         raise ValueError("sequences need at least 2 frames")
     progress = 1.0 if ramp <= 0 else min(epoch / ramp, 1.0)
     return max(1, round((frames - 1) - progress * (frames - 2)))
+
+
+def window_of(seq: torch.Tensor, window: int, gen: torch.Generator) -> torch.Tensor:
+    """A random run of `window` consecutive frames of every sequence in (B, T, *grid), or all.
+
+    Short windows (truncated back-propagation through time) give many more optimizer steps per
+    CPU-second than whole 50-frame sequences, and teach the model to start from any state.
+    """
+    frames = seq.shape[1]
+    if window <= 1 or window >= frames:
+        return seq
+    starts = torch.randint(0, frames - window + 1, (seq.shape[0],), generator=gen)
+    return torch.stack([s[t:t + window] for s, t in zip(seq, starts.tolist())])
 
 
 def augment(seq: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -217,7 +232,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
         start, best = state["epoch"], state["best"]
     elif (out / STATE_FILE).exists():
         raise InputError(f"{out} already holds a training run; use --resume or another --out")
-    frames = data.phi.shape[1]
+    frames = data.phi.shape[1] if cfg.window <= 1 else min(cfg.window, data.phi.shape[1])
     record: dict = {}
     with Interrupt() as stop:
         for epoch in range(start, cfg.epochs):
@@ -228,7 +243,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
             losses = []
             for b0 in range(0, len(order), cfg.batch):
                 b = order[b0:b0 + cfg.batch]
-                seq = augment(data.phi[b], gen).to(device)
+                seq = augment(window_of(data.phi[b], cfg.window, gen), gen).to(device)
                 eta = data.eta[b].to(device)
                 pred = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen)
                 loss = composite_loss(pred, seq[:, 1:], eta, preset, cfg)

@@ -33,8 +33,22 @@ def browser_type_launch_args():
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     import panel as pn
+    import torch
+
+    from crane_viz.checkpoint import save_checkpoint
+    from crane_viz.model import CRNN, get_config
+    from crane_viz.presets import get_preset
+
+    # an untrained η-conditioned checkpoint named "tiny" beside the shipped ones: it makes the
+    # phase-diagram sweep quick and does not depend on what is shipped
+    ckpts = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    save_checkpoint(ckpts / "tiny", CRNN(get_config("tiny-2d")), name="tiny", preset=get_preset("coherent-2d"),
+                    training={"mean_range": [0.2, 0.8], "misfit_range": [0.0, 0.012], "grid": 32})
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CRANE_VIZ_CHECKPOINTS", str(ckpts))
 
     spec = importlib.util.spec_from_file_location("explorer", Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
     explorer = importlib.util.module_from_spec(spec)
@@ -55,6 +69,7 @@ def server():
     ARTIFACTS.mkdir(exist_ok=True)
     yield url
     srv.stop()
+    mp.undo()
 
 
 def open_page(browser, url):
@@ -183,4 +198,43 @@ def test_snapshot_and_movie_downloads(browser, server):
     with Image.open(movie.value.path()) as gif:
         assert gif.n_frames >= 5  # the initial frame and at least four more
     page.screenshot(path=str(ARTIFACTS / "explorer-export.png"), full_page=True)
+    page.close()
+
+
+def test_phase_diagram_sweep_and_click_opens_case(browser, server):
+    """The tab draws the spinodal line, runs a small sweep, and a clicked point opens in the maps."""
+    import imageio.v3 as iio
+
+    page, _ = open_page(browser, server + "?model=tiny")
+    page.click("text=Phase diagram")
+    page.wait_for_selector("text=Run sweep", timeout=20_000)
+    for label, value in (("Points", "4"), ("Horizon", "2"), ("Size", "32")):
+        box = page.locator(f".bk-input-group:has(> label:text-is('{label}')) input").first
+        box.fill(value)
+        box.press("Enter")
+    page.click("text=Run sweep")
+    page.wait_for_selector("text=/4 points, \\d+ separated/", timeout=120_000)
+    shot = ARTIFACTS / "explorer-phase.png"
+    page.screenshot(path=str(shot))
+    pixels = iio.imread(shot)[..., :3].astype(int)
+    near = lambda rgb: (np.abs(pixels - np.array(rgb)).sum(-1) < 40)
+    line = near((0, 0, 0))
+    assert line.sum() > 300  # the spinodal curve (and axes) drawn
+    # the figure lies between the tab header and the Run button; the legend sits below the frame
+    top = page.locator("text=Phase diagram").first.bounding_box()
+    run = page.locator("text=Run sweep").first.bounding_box()
+    frame = np.zeros_like(line)
+    frame[int(top["y"] + top["height"]) + 40:int(run["y"]) - 60, int(run["x"]):int(run["x"]) + 560] = True
+    ys, xs = np.nonzero((near((0xe6, 0x55, 0x0d)) | near((0x31, 0x82, 0xbd))) & frame)
+    assert len(xs) > 20  # the four markers
+    first = np.argmin(ys)  # the highest marker
+    page.mouse.click(int(xs[first]), int(ys[first]) + 4)  # just inside its upper edge
+    page.wait_for_function("() => window.location.search.includes('mean=')", timeout=20_000)
+    from urllib.parse import parse_qs, urlparse
+
+    query = parse_qs(urlparse(page.url).query)
+    assert query["size"] == ["32"]  # the sweep's grid, seed and composition now drive the explorer
+    page.wait_for_selector(f"text=Mean: {float(query['mean'][0]):.2f}", timeout=20_000)
+    assert page.locator(".bk-tab.bk-active").first.inner_text().strip() == "2D maps"
+    page.screenshot(path=str(ARTIFACTS / "explorer-phase-opened.png"))
     page.close()

@@ -1,0 +1,364 @@
+"""Phase-diagram sweeps: many (⟨φ⟩, η) cases, batched, classified as separated or homogeneous.
+
+The 2D paper's test: run each case to the horizon and call it phase-separated when
+max φ − min φ > 0.05; with a reference solver on the same points, report the agreement. Points are
+integrated `batch` at a time in one tensor (η one value per batch element). Results go to a CSV
+written as `<out>.part` while running (rows appended per finished chunk, so an interrupted sweep
+resumes where it stopped) and renamed when complete, plus `<out stem>.json` (settings, agreement,
+timings) and a PNG figure. `scheduler="local"` or an address runs the chunks on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import metrics
+from .checkpoint import load_checkpoint
+from .engines import make_solver
+from .errors import CraneVizError, InputError
+from .initial import as_batch, perlin_field
+from .io import atomic_path, provenance
+from .settings import SweepSettings
+from .surrogate import SurrogateEngine
+
+BASE = ["index", "mean", "eta", "amplitude", "seed"]
+SURROGATE = ["surrogate_separated", "surrogate_spread"]
+REFERENCE = ["reference_separated", "reference_spread"]
+
+
+class Cancelled(CraneVizError):
+    """The sweep was cancelled; finished points are kept in the .part file."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One case of a sweep. `field` is a user-supplied initial field (None: Perlin from `seed`)."""
+
+    index: int
+    mean: float
+    eta: float
+    amplitude: float
+    seed: int
+    field: np.ndarray | None = None
+
+    def row(self) -> dict:
+        return {"index": self.index, "mean": self.mean, "eta": self.eta, "amplitude": self.amplitude,
+                "seed": self.seed}
+
+
+def sample_points(s: SweepSettings) -> list[Point]:
+    """Random (uniform) or grid points in [mean_min, mean_max] × [0, η_max]; noise seed = seed + i."""
+    s.check()
+    eta_max = s.eta_max_percent / 100
+    if s.layout == "grid":
+        side = max(1, round(math.sqrt(s.points)))
+        means = np.repeat(np.linspace(s.mean_min, s.mean_max, side), side)
+        etas = np.tile(np.linspace(0.0, eta_max, side), side)
+    else:
+        rng = np.random.default_rng([s.seed, 4243])
+        means = rng.uniform(s.mean_min, s.mean_max, s.points)
+        etas = rng.uniform(0.0, eta_max, s.points)
+    return [Point(i, float(m), float(e), s.amplitude, s.seed + i) for i, (m, e) in enumerate(zip(means, etas))]
+
+
+def points_from_files(fields_path: str | Path, params_path: str | Path) -> list[Point]:
+    """User cases: B × N × N initial fields (.npy) and a CSV with columns `mean, eta` per field.
+
+    The CSV's ⟨φ⟩ must match each field's own mean (the flow conserves it), to 1e-3.
+    """
+    fields = np.load(fields_path, allow_pickle=False)
+    if fields.ndim != 3 or fields.shape[1] != fields.shape[2]:
+        raise InputError(f"{fields_path}: need B × N × N fields, got shape {fields.shape}")
+    if not np.isfinite(fields).all():
+        raise InputError(f"{fields_path}: fields contain NaN or infinity")
+    with open(params_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"mean", "eta"} <= set(rows[0]):
+        raise InputError(f"{params_path}: need a header with columns 'mean' and 'eta'")
+    if len(rows) != len(fields):
+        raise InputError(f"{params_path}: {len(rows)} rows for {len(fields)} fields")
+    points = []
+    for i, (phi, row) in enumerate(zip(fields, rows)):
+        mean, eta = float(row["mean"]), float(row["eta"])
+        if abs(phi.mean() - mean) > 1e-3:
+            raise InputError(f"{params_path}: row {i + 1} gives mean {mean} but field {i} has mean "
+                             f"{phi.mean():.4f}")
+        if not 0.0 <= eta <= 0.05:
+            raise InputError(f"{params_path}: row {i + 1}: eta must be in [0, 0.05] (a fraction), not {eta}")
+        points.append(Point(i, mean, eta, float(np.abs(phi - mean).max()), -1, phi.astype(np.float64)))
+    return points
+
+
+@lru_cache(maxsize=4)
+def _checkpoint(name: str):
+    return load_checkpoint(name)
+
+
+def initial_fields(points: list[Point], s: SweepSettings) -> torch.Tensor:
+    """(B, N, N) initial fields of a chunk: the user's, or Perlin noise with each point's seed."""
+    fields = [p.field if p.field is not None else
+              perlin_field(s.size, 2, mean=p.mean, amplitude=p.amplitude, cells=min(s.cells, s.size),
+                           seed=p.seed) for p in points]
+    return as_batch(fields)
+
+
+def evolve(engine, phi0: torch.Tensor, horizon: int) -> torch.Tensor:
+    """The fields after `horizon` frames of one engine."""
+    state = engine.init_state(phi0)
+    for _ in range(horizon):
+        state = engine.step(state)
+    return state.phi
+
+
+def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, device="cpu",
+                   thumbnails: bool = False) -> tuple[list[dict], dict]:
+    """Rows (with spreads and outcomes) of a chunk of points, and the seconds each engine took.
+
+    `thumbnails` adds a small PNG data URL of each surrogate final field under "thumbnail".
+    """
+    ckpt = _checkpoint(checkpoint)
+    phi0 = initial_fields(points, s)
+    eta = torch.tensor([p.eta for p in points], dtype=torch.float32)
+    seconds = {}
+    engines = {"surrogate": SurrogateEngine(ckpt, misfit=eta.to(device), device=device)}
+    if s.reference != "none":
+        engines["reference"] = make_solver(s.reference, ckpt.preset, misfit=eta.to(device))
+    rows = [p.row() for p in points]
+    for label, engine in engines.items():
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            final = evolve(engine, phi0.to(device), s.horizon)
+        seconds[label] = time.perf_counter() - t0
+        spread = metrics.spread(final, 2).cpu().numpy().reshape(-1)
+        for row, value in zip(rows, spread):
+            finite = bool(np.isfinite(value)) and abs(value) < 10
+            row[f"{label}_spread"] = float(value) if finite else float("nan")
+            row[f"{label}_separated"] = int(finite and value > s.threshold)
+        if thumbnails and label == "surrogate":
+            for row, phi in zip(rows, final.cpu().numpy()):
+                row["thumbnail"] = thumbnail(phi)
+    return rows, seconds
+
+
+def thumbnail(phi: np.ndarray, side: int = 64) -> str:
+    """A PNG data URL of a 2D field (viridis on [0, 1]), at most `side` pixels per side."""
+    import base64
+    import io
+
+    import imageio.v3 as iio
+
+    from .render import colorize
+
+    step = max(1, phi.shape[0] // side)
+    buf = io.BytesIO()
+    iio.imwrite(buf, colorize(np.nan_to_num(phi[::step, ::step].T[::-1])), extension=".png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def columns(s: SweepSettings) -> list[str]:
+    return BASE + SURROGATE + (REFERENCE if s.reference != "none" else [])
+
+
+def _read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k in ("index", "seed") or k.endswith("_separated") else float(v))
+                 for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _settings_key(s: SweepSettings, checkpoint: str, n_points: int, user: bool) -> dict:
+    return {**s.describe(), "checkpoint": checkpoint, "n_points": n_points, "user_fields": user}
+
+
+def run_sweep(s: SweepSettings, checkpoint: str, out: str | Path, *, points: list[Point] | None = None,
+              overwrite: bool = False, scheduler: str | None = None, device="cpu", thumbnails: bool = False,
+              progress: Callable[[int, int], None] | None = None,
+              on_rows: Callable[[list[dict]], None] | None = None,
+              cancel: threading.Event | None = None) -> dict:
+    """Run (or resume) a sweep into `out` (.csv); returns the summary also saved as JSON.
+
+    `points` defaults to `sample_points(s)`. `on_rows` receives each finished chunk's rows as they
+    complete; `cancel` stops after the current chunk (finished rows stay in `<out>.part`).
+    """
+    out = Path(out)
+    part, meta = out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    user = points is not None
+    points = sample_points(s) if points is None else points
+    s.check()
+    key = _settings_key(s, checkpoint, len(points), user)
+    done_rows = _resume(part, meta, key)
+    finished = {r["index"] for r in done_rows}
+    todo = [p for p in points if p.index not in finished]
+    chunks = [todo[i:i + s.batch] for i in range(0, len(todo), s.batch)]
+    seconds = {"surrogate": 0.0, "reference": 0.0}
+    if progress:
+        progress(len(done_rows), len(points))
+    if done_rows and on_rows:
+        on_rows(done_rows)
+    with open(part, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns(s), extrasaction="ignore")
+        if not done_rows:
+            writer.writeheader()
+        for rows, took in _chunks(chunks, s, checkpoint, device, scheduler, cancel, thumbnails):
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+            done_rows += rows
+            for k, v in took.items():
+                seconds[k] += v
+            if on_rows:
+                on_rows(rows)
+            if progress:
+                progress(len(done_rows), len(points))
+    done_rows.sort(key=lambda r: r["index"])
+    summary = summarise(done_rows, s, checkpoint, seconds, computed=sum(len(c) for c in chunks))
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns(s), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(done_rows)
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    figure(done_rows, s, summary, out.with_suffix(".png"), _checkpoint(checkpoint).preset)
+    part.unlink()
+    meta.unlink(missing_ok=True)
+    return summary
+
+
+def _resume(part: Path, meta: Path, key: dict) -> list[dict]:
+    """Rows already in an interrupted sweep's .part file (same settings only), else start it."""
+    if part.exists() and meta.exists():
+        if json.loads(meta.read_text()) != key:
+            raise InputError(f"{part} holds an interrupted sweep with other settings; delete it or "
+                             "repeat the same settings to continue it")
+        return _read_rows(part)
+    part.unlink(missing_ok=True)
+    with atomic_path(meta) as tmp:
+        tmp.write_text(json.dumps(key))
+    return []
+
+
+def _chunks(chunks, s, checkpoint, device, scheduler, cancel, thumbnails):
+    """(rows, seconds) per chunk as they finish: in this process, or on a Dask cluster."""
+    if scheduler is None:
+        for chunk in chunks:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("sweep cancelled; finished points are kept, run it again to resume")
+            yield classify_chunk(chunk, s, checkpoint, device, thumbnails)
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None) if scheduler == "local" else None
+    try:
+        with Client(cluster if cluster is not None else scheduler) as client:
+            path = str(_checkpoint(checkpoint).path)
+            futures = [client.submit(classify_chunk, chunk, s, path, "cpu", thumbnails, pure=False)
+                       for chunk in chunks]
+            for future in as_completed(futures):
+                if cancel is not None and cancel.is_set():
+                    client.cancel(futures)
+                    raise Cancelled("sweep cancelled; finished points are kept, run it again to resume")
+                yield future.result()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def summarise(rows: list[dict], s: SweepSettings, checkpoint: str, seconds: dict, computed: int) -> dict:
+    """Counts, agreement with the reference, and points per minute of each engine."""
+    summary = {"checkpoint": checkpoint, "settings": s.describe(), "points": len(rows),
+               "surrogate_separated": int(sum(r["surrogate_separated"] for r in rows)),
+               "surrogate_diverged": int(sum(not np.isfinite(r["surrogate_spread"]) for r in rows)),
+               "computed_points": computed, "seconds": seconds, **provenance()}
+    if computed:
+        summary["points_per_minute"] = {k: 60 * computed / v for k, v in seconds.items() if v > 0}
+    if s.reference != "none" and rows:
+        agree = sum(r["surrogate_separated"] == r["reference_separated"] for r in rows)
+        summary["agreement"] = agree / len(rows)
+        summary["reference_separated"] = int(sum(r["reference_separated"] for r in rows))
+    return summary
+
+
+def figure(rows: list[dict], s: SweepSettings, summary: dict, path: Path, preset) -> Path:
+    """PNG: the analytic spinodal line and the points, filled when separated, crossed on disagreement."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means, eta_max = metrics.spinodal_line(preset)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    ax.plot(means, 100 * eta_max, "k-", lw=1.5, label="analytic spinodal η_max(⟨φ⟩)")
+    m = np.array([r["mean"] for r in rows])
+    e = 100 * np.array([r["eta"] for r in rows])
+    sep = np.array([r["surrogate_separated"] for r in rows], dtype=bool)
+    ax.scatter(m[sep], e[sep], s=14, c="#d62728", label="surrogate: separated")
+    ax.scatter(m[~sep], e[~sep], s=14, facecolors="none", edgecolors="#1f77b4", label="surrogate: homogeneous")
+    title = f"{summary['checkpoint']}: {len(rows)} points, {s.size}², {s.horizon} τ, amplitude {s.amplitude:g}"
+    if "agreement" in summary:
+        wrong = np.array([r["surrogate_separated"] != r["reference_separated"] for r in rows], dtype=bool)
+        ax.scatter(m[wrong], e[wrong], s=40, marker="x", c="k", label=f"disagrees with {s.reference}")
+        title += f"\nagreement with {s.reference}: {100 * summary['agreement']:.1f} %"
+    ax.set(xlabel="⟨φ⟩", ylabel="η (%)", title=title, xlim=(0, 1), ylim=(0, max(1.4, e.max() * 1.05 if len(e) else 1.4)))
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+class SweepJob:
+    """One sweep at a time on a worker thread (the app's Phase diagram tab), files in `folder`."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.count = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, s: SweepSettings, checkpoint: str, *, on_rows, on_progress, on_done) -> bool:
+        """Begin a sweep; False when one is running. `on_done(summary, error)` at the end."""
+        if self.running:
+            return False
+        self._cancel.clear()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.count += 1
+        out = self.folder / f"sweep-{self.count}.csv"
+
+        def work():
+            try:
+                summary = run_sweep(s, checkpoint, out, overwrite=True, thumbnails=True, on_rows=on_rows,
+                                    progress=on_progress, cancel=self._cancel)
+            except (CraneVizError, ValueError) as exc:
+                on_done(None, str(exc))
+            else:
+                on_done(summary, None)
+
+        self._thread = threading.Thread(target=work, daemon=True, name="crane-viz-sweep")
+        self._thread.start()
+        return True
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -51,6 +51,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     grid_scale: int = 1  # train on fields average-pooled by this factor (3D paper: 2)
     window: int = 0  # frames per training sample, from a random start (0: whole sequences)
+    init: str = ""  # checkpoint (name or folder) whose weights start the run: fine-tuning
     seed: int = 0
 
 
@@ -171,6 +172,17 @@ class Interrupt:
             signal.signal(s, h)
 
 
+def initial_weights(name: str, model_cfg) -> dict:
+    """Weights of a checkpoint to fine-tune; its architecture must be the one being trained."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(name)
+    if ckpt.model_config != model_cfg:
+        raise InputError(f"--init {name}: its architecture {ckpt.model_config} differs from the "
+                         f"model being trained {model_cfg}")
+    return ckpt.model.state_dict()
+
+
 def save_state(out: Path, model, opt, gen, epoch: int, best: float, cfg: TrainConfig) -> None:
     """Everything a resume needs, written atomically; loads with weights_only=True."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
@@ -215,6 +227,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
         raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
     torch.manual_seed(cfg.seed)
     model = CRNN(model_cfg).to(device)
+    if cfg.init:
+        model.load_state_dict(initial_weights(cfg.init, model_cfg))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_idx, val_idx = split(data.phi.shape[0], cfg.val_fraction, gen)

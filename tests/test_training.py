@@ -10,7 +10,7 @@ from crane_viz.checkpoint import load_checkpoint
 from crane_viz.cli import main
 from crane_viz.dataset import DatasetSpec, generate, load_dataset
 from crane_viz.errors import DatasetError, InputError
-from crane_viz.training import TrainConfig, augment, curriculum_horizon, train
+from crane_viz.training import TrainConfig, augment, curriculum_horizon, train, window_of
 
 SPEC = DatasetSpec(sequences=6, frames=5, size=16, batch=3, seed=100)
 CFG = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=3)
@@ -154,3 +154,22 @@ def test_evaluate_end_to_end(data, tmp_path, capsys):
     assert 0 < acc["mae_median_within_horizon"] < 1 and acc["max_mass_drift"] < 1e-5
     assert 0 <= summary["phase"]["agreement"] <= 1 and len(summary["phase"]["points"]) == 4
     assert (out / "evaluation.png").stat().st_size > 10_000 and (out / "phase.png").exists()
+
+
+def test_windows_and_fine_tuning_from_a_checkpoint(data, tmp_path):
+    """--window trains on random runs of frames; --init starts from a checkpoint's weights."""
+    gen = torch.Generator().manual_seed(0)
+    seq = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 5, 1, 1).expand(2, 5, 2, 2)
+    win = window_of(seq, 3, gen)
+    assert win.shape == (2, 3, 2, 2)
+    assert all(torch.equal(w[1:, 0, 0] - w[:-1, 0, 0], torch.ones(2)) for w in win)  # consecutive
+    first = train(data, tmp_path / "a", TrainConfig(model="tiny-2d", epochs=1, batch=3, window=3))
+    assert first["given"] == 2  # the curriculum runs over the window's 3 frames
+    tuned = TrainConfig(model="tiny-2d", epochs=1, batch=3, lr=1e-12, init=str(tmp_path / "a" / "best"))
+    train(data, tmp_path / "b", tuned)
+    a = load_checkpoint(tmp_path / "a" / "best").model.state_dict()
+    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["model"]
+    for k in a:  # a vanishing learning rate keeps the initial weights
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="architecture"):
+        train(data, tmp_path / "c", TrainConfig(model="small-2d", epochs=1, init=str(tmp_path / "a" / "best")))

@@ -21,9 +21,9 @@ import torch
 
 from .checkpoint import list_checkpoints, load_checkpoint
 from .engines import make_solver
-from .errors import CraneVizError
 from .export import Cancelled, Recorder, Trajectory, export
 from .initial import check_field, perlin_field
+from .jobs import BackgroundJob
 from .model import CRNN, get_config
 from .presets import get_preset
 from .session import Frame, Session
@@ -243,7 +243,7 @@ def export_root() -> Path:
     return Path(os.environ.get("CRANE_VIZ_EXPORTS") or Path(tempfile.gettempdir()) / "crane_viz_exports")
 
 
-class ExportJob:
+class ExportJob(BackgroundJob):
     """Exports of one browser session, one at a time, on a worker thread, in its own folder.
 
     File names are made here (never taken from the browser), so nothing is written outside
@@ -252,13 +252,8 @@ class ExportJob:
     """
 
     def __init__(self, folder: Path | None = None):
+        super().__init__()
         self.folder = folder or export_root() / uuid.uuid4().hex[:12]
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def path_for(self, stem: str, fmt: str) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -271,30 +266,11 @@ class ExportJob:
 
     def start(self, make_trajectory, stem: str, fmt: str, *, on_progress, on_done, **kwargs) -> bool:
         """Begin a movie export in the background; False when one is already running."""
-        if self.running:
-            return False
-        self._cancel.clear()
-
-        def work():
-            try:
-                traj = make_trajectory(lambda d, t: on_progress(d, t, "running"), self._cancel)
-                path = export(traj, self.path_for(stem, fmt), fmt=fmt, cancel=self._cancel,
-                              progress=lambda d, t: on_progress(d, t, "encoding"), **kwargs)
-            except (CraneVizError, ValueError) as exc:
-                on_done(None, str(exc))
-            else:
-                on_done(path, None)
-
-        self._thread = threading.Thread(target=work, daemon=True, name="crane-viz-export")
-        self._thread.start()
-        return True
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        def work(cancel):
+            traj = make_trajectory(lambda d, t: on_progress(d, t, "running"), cancel)
+            return export(traj, self.path_for(stem, fmt), fmt=fmt, cancel=cancel,
+                          progress=lambda d, t: on_progress(d, t, "encoding"), **kwargs)
+        return self.launch(work, on_done, "crane-viz-export")
 
     def close(self) -> None:
         """The browser tab closed: stop any export and remove this tab's files."""

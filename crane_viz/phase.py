@@ -30,6 +30,7 @@ from .engines import make_solver
 from .errors import CraneVizError, InputError
 from .initial import as_batch, perlin_field
 from .io import atomic_path, provenance
+from .jobs import BackgroundJob
 from .settings import SweepSettings
 from .surrogate import SurrogateEngine
 
@@ -321,44 +322,23 @@ def figure(rows: list[dict], s: SweepSettings, summary: dict, path: Path, preset
     return path
 
 
-class SweepJob:
+class SweepJob(BackgroundJob):
     """One sweep at a time on a worker thread (the app's Phase diagram tab), files in `folder`."""
 
     def __init__(self, folder: Path):
+        super().__init__()
         self.folder = Path(folder)
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
         self.count = 0
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self, s: SweepSettings, checkpoint: str, *, on_rows, on_progress, on_done) -> bool:
         """Begin a sweep; False when one is running. `on_done(summary, error)` at the end."""
         if self.running:
             return False
-        self._cancel.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.count += 1
         out = self.folder / f"sweep-{self.count}.csv"
 
-        def work():
-            try:
-                summary = run_sweep(s, checkpoint, out, overwrite=True, thumbnails=True, on_rows=on_rows,
-                                    progress=on_progress, cancel=self._cancel)
-            except (CraneVizError, ValueError) as exc:
-                on_done(None, str(exc))
-            else:
-                on_done(summary, None)
-
-        self._thread = threading.Thread(target=work, daemon=True, name="crane-viz-sweep")
-        self._thread.start()
-        return True
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        def work(cancel):
+            return run_sweep(s, checkpoint, out, overwrite=True, thumbnails=True, on_rows=on_rows,
+                             progress=on_progress, cancel=cancel)
+        return self.launch(work, on_done, "crane-viz-sweep")

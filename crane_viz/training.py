@@ -52,6 +52,7 @@ class TrainConfig:
     grid_scale: int = 1  # train on fields average-pooled by this factor (3D paper: 2)
     window: int = 0  # frames per training sample, from a random start (0: whole sequences)
     init: str = ""  # checkpoint (name or folder) whose weights start the run: fine-tuning
+    clip_norm: float = 0.0  # clip the gradient's global norm to this (0: no clipping)
     seed: int = 0
 
 
@@ -263,6 +264,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 loss = composite_loss(pred, seq[:, 1:], eta, preset, cfg)
                 opt.zero_grad()
                 loss.backward()
+                if cfg.clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
                 opt.step()
                 losses.append(loss.item())
                 if on_batch:

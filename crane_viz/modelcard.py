@@ -33,7 +33,7 @@ def training_summary(log_path: Path | None) -> dict:
             "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
 
 
-def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str) -> str:
+def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str, notes: str = "") -> str:
     """Markdown model card: data, sizes, training, hardware, evaluation table beside the paper's."""
     cfg, tr, ds = ckpt.model_config, ckpt.training, ckpt.config.get("dataset", {})
     acc, ens = summary["accuracy"], summary["ensemble"]
@@ -89,14 +89,14 @@ larger models, grids and datasets; ours come from a CPU-sized model and dataset.
 {table}
 
 ![evaluation](evaluation.png)
-"""
+{notes}"""
 
 
-def write_card(ckpt: Checkpoint, summary: dict, log_path: Path | None, command: str) -> Path:
+def write_card(ckpt: Checkpoint, summary: dict, log_path: Path | None, command: str, notes: str = "") -> Path:
     """Write MODEL_CARD.md into the checkpoint folder (the card is not part of the weights hash)."""
     from .io import atomic_path
 
     path = ckpt.path / "MODEL_CARD.md"
     with atomic_path(path) as tmp:
-        tmp.write_text(render_card(ckpt, summary, training_summary(log_path), command))
+        tmp.write_text(render_card(ckpt, summary, training_summary(log_path), command, notes))
     return path

@@ -174,9 +174,19 @@ class Interrupt:
 
 
 def initial_weights(name: str, model_cfg) -> dict:
-    """Weights of a checkpoint to fine-tune; its architecture must be the one being trained."""
+    """Weights to fine-tune: a checkpoint (name or folder), or a run's `train_state.pt` (its last
+    finished epoch). The architecture must be the one being trained."""
     from .checkpoint import load_checkpoint
 
+    if name.endswith(".pt"):
+        if not Path(name).is_file():
+            raise InputError(f"--init {name}: no such training state")
+        state = torch.load(name, weights_only=True)
+        saved = get_config(json.loads(state["config"])["model"])
+        if saved != model_cfg:
+            raise InputError(f"--init {name}: its architecture {saved} differs from the model being "
+                             f"trained {model_cfg}")
+        return state["model"]
     ckpt = load_checkpoint(name)
     if ckpt.model_config != model_cfg:
         raise InputError(f"--init {name}: its architecture {ckpt.model_config} differs from the "

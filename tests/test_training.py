@@ -144,10 +144,16 @@ def test_evaluate_end_to_end(data, tmp_path, capsys):
     """generate → train 2 epochs → evaluate writes a summary with finite measures and figures."""
     train(data, tmp_path / "run", CFG, name="tiny")
     out = tmp_path / "eval"
+    notes = tmp_path / "notes.md"
+    notes.write_text("## History\nTrained in two stages.\n")
     code = main(["evaluate", str(tmp_path / "run" / "best"), "--cases", "3", "--size", "16",
                  "--horizon", "3", "--extrapolate", "2", "--ensemble", "3", "--phase-points", "4",
-                 "--phase-frames", "3", "--batch", "2", "--out", str(out)])
+                 "--phase-frames", "3", "--batch", "2", "--out", str(out), "--card", "--notes", str(notes),
+                 "--log", str(tmp_path / "run" / "log.jsonl")])
     assert code == 0, capsys.readouterr().err
+    card = (tmp_path / "run" / "best" / "MODEL_CARD.md").read_text()
+    assert "| median MAE within the horizon |" in card and card.rstrip().endswith("Trained in two stages.")
+    assert "2 epochs" in card and (tmp_path / "run" / "best" / "evaluation.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     acc = summary["accuracy"]
     assert acc["frames"] == 6 and len(acc["mae"]["median"]) == 6
@@ -171,5 +177,11 @@ def test_windows_and_fine_tuning_from_a_checkpoint(data, tmp_path):
     b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["model"]
     for k in a:  # a vanishing learning rate keeps the initial weights
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    from_state = TrainConfig(model="tiny-2d", epochs=1, batch=3, lr=1e-12,
+                             init=str(tmp_path / "b" / "train_state.pt"))
+    train(data, tmp_path / "d", from_state)
+    d = torch.load(tmp_path / "d" / "train_state.pt", weights_only=True)["model"]
+    for k in a:  # a run's last training state works as a starting point too
+        torch.testing.assert_close(a[k], d[k], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="architecture"):
         train(data, tmp_path / "c", TrainConfig(model="small-2d", epochs=1, init=str(tmp_path / "a" / "best")))

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
+from ..errors import InputError
 from ..evaluation import EvalSpec, evaluate, figures
 from ..io import atomic_path
 from ..modelcard import write_card
@@ -28,11 +29,14 @@ def add_parser(sub) -> None:
     p.add_argument("--card", action="store_true",
                    help="also write MODEL_CARD.md (and the figures) into the checkpoint folder")
     p.add_argument("--log", default=None, help="the training run's log.jsonl, quoted in the card")
+    p.add_argument("--notes", default=None, help="a markdown file appended to the card (e.g. how it was trained)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     spec = EvalSpec(**{f.name: getattr(args, f.name) for f in fields(EvalSpec)})
+    if args.notes and not Path(args.notes).is_file():
+        raise InputError(f"--notes {args.notes}: no such file")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
     out = Path(args.out)
@@ -54,5 +58,6 @@ def main(args: argparse.Namespace) -> int:
         for path in written:
             shutil.copyfile(path, ckpt.path / path.name)
         (ckpt.path / "summary.json").write_text(json.dumps(summary, indent=1))
-        print(f"wrote {write_card(ckpt, summary, Path(args.log) if args.log else None, command)}")
+        notes = Path(args.notes).read_text() if args.notes else ""
+        print(f"wrote {write_card(ckpt, summary, Path(args.log) if args.log else None, command, notes)}")
     return 0

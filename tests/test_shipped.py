@@ -1,0 +1,67 @@
+"""Each shipped checkpoint still performs: fixed cases against the reference, in seconds.
+
+Per case, the MAE after `frames` frames (on the model grid) must stay under a stated bound: the
+MAE measured when the checkpoint was shipped, plus 25 % (so a changed stencil, solver, loader or
+initial condition fails). Over all cases, the surrogate must also be at least twice as close to
+the reference as the "nothing happens" baseline (φ₀ against the reference).
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from crane_viz import metrics
+from crane_viz.checkpoint import list_checkpoints, load_checkpoint
+from crane_viz.engines import make_solver
+from crane_viz.initial import as_batch, perlin_field
+from crane_viz.surrogate import SurrogateEngine, downsample
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+# name: (reference grid, frames, Perlin amplitude and cells, [(mean, eta, seed, MAE bound)])
+# bounds: measured 2026-11-23 with this file's cases (coherent-2d: 0.152, 0.047), × 1.25
+CASES = {
+    "coherent-2d": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.19), (0.42, 0.002, 12, 0.059)]),
+}
+
+
+def test_every_shipped_checkpoint_is_tested():
+    shipped = {p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file()}
+    assert shipped == set(CASES) and set(CASES) <= set(list_checkpoints())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_shipped_checkpoint_beats_stated_mae(name):
+    grid, frames, (amplitude, cells), cases = CASES[name]
+    ckpt = load_checkpoint(SHIPPED / name)
+    phi0 = as_batch([perlin_field(grid, ckpt.dim, mean=m, amplitude=amplitude, cells=cells, seed=s)
+                     for m, _, s, _ in cases])
+    eta = torch.tensor([e for _, e, _, _ in cases])
+    sur_engine = SurrogateEngine(ckpt, misfit=eta, device="cpu")
+    ref_engine = make_solver(ckpt.preset.solver, ckpt.preset, misfit=eta)
+    s, r = sur_engine.init_state(phi0), ref_engine.init_state(phi0)
+    for _ in range(frames):
+        s, r = sur_engine.step(s), ref_engine.step(r)
+    ref = downsample(r.phi, ckpt.grid_scale)
+    mae = metrics.mae(ref, s.phi, ckpt.dim)
+    baseline = metrics.mae(ref, downsample(phi0, ckpt.grid_scale), ckpt.dim)
+    bounds = torch.tensor([b for *_, b in cases])
+    assert (mae < bounds).all(), f"MAE {mae.tolist()} above the stated {bounds.tolist()}"
+    assert mae.mean() < 0.5 * baseline.mean(), f"MAE {mae.tolist()} vs no-evolution {baseline.tolist()}"
+    drift = (s.phi.mean(dim=tuple(range(1, 1 + ckpt.dim))) - phi0.mean(dim=tuple(range(1, 1 + ckpt.dim))))
+    assert drift.abs().max() < 1e-5  # the conserving output layer
+
+
+def test_run_with_the_shipped_2d_checkpoint_writes_the_documented_file(tmp_path, capsys):
+    import h5py
+
+    from crane_viz.cli import main
+
+    out = tmp_path / "run.h5"
+    code = main(["run", "--checkpoint", "coherent-2d", "--reference", "spectral", "--size", "32",
+                 "--frames", "3", "--eta", "0.006", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        assert f["surrogate/phi"].shape == (4, 32, 32) and f["reference/phi"].shape == (4, 32, 32)
+        assert f.attrs["checkpoint"] == "coherent-2d" and f["metrics/rmse"].shape == (3,)
+        assert f.attrs["stop_reason"] == "" and float(f["metrics/rmse"][-1]) < 0.2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 from functools import partial
 
 import imageio.v3 as iio
@@ -171,10 +172,12 @@ class CutawayView:
         for key, field in (("surrogate", frame.surrogate), ("reference", frame.reference)):
             if field is None:
                 continue
-            if key not in self._renderers:
-                self._renderers[key] = CutawayRenderer(window_size=(380, 340), title=key)
+            # one off-screen plotter per thread: an OpenGL context must stay on the thread that made it
+            slot = (key, threading.get_ident())
+            if slot not in self._renderers:
+                self._renderers[slot] = CutawayRenderer(window_size=(380, 340), title=key)
             buf = io.BytesIO()
-            iio.imwrite(buf, self._renderers[key].render(field, f"t = {frame.time:g}"), extension=".png")
+            iio.imwrite(buf, self._renderers[slot].render(field, f"t = {frame.time:g}"), extension=".png")
             pngs[key] = buf.getvalue()
         return pngs
 

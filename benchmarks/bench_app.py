@@ -64,7 +64,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--model-2d", default="coherent-2d")
-    ap.add_argument("--model-3d", default="plain-3d")
+    ap.add_argument("--model-3d", default="untrained small-3d")
     args = ap.parse_args()
     server, url = serve()
     cases = [("2D 128², surrogate alone", f"?model={args.model_2d}&size=128&reference=none"),

@@ -25,6 +25,15 @@ def check_output_path(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes it 0600)
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary sibling path; rename it to `path` on success, delete it on failure."""
@@ -34,6 +43,7 @@ def atomic_path(path: str | Path):
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -288,13 +288,11 @@ def _block(n: int) -> int:
 ProgressFn = Callable[[int, int], None]
 
 
-def frame_indices(traj: Trajectory, stride: int = 1, start: int = 0, stop: int | None = None) -> list[int]:
+def frame_indices(traj: Trajectory, stride: int = 1) -> list[int]:
+    """Every `stride`-th frame, the first included."""
     if stride < 1:
         raise InputError(f"frame stride must be at least 1, not {stride}")
-    picked = list(range(traj.frames))[start:stop:stride]
-    if not picked:
-        raise InputError(f"no frames selected (the run has {traj.frames})")
-    return picked
+    return list(range(0, traj.frames, stride))
 
 
 def write_movie(traj: Trajectory, path: str | Path, *, fps: float = 12.0, stride: int = 1,
@@ -408,16 +406,18 @@ class Recorder:
 
     def __init__(self, budget_bytes: int = 256 * 2**20, attrs: dict | None = None):
         self.budget, self.attrs = budget_bytes, dict(attrs or {})
+        self._lock = threading.Lock()
         self.clear()
 
     def clear(self, attrs: dict | None = None) -> None:
-        if attrs is not None:
-            self.attrs = dict(attrs)
-        self.fields: dict[str, list[np.ndarray]] = {}
-        self.time: list[float] = []
-        self.rows: list[dict] = []
-        self.stride, self._seen = 1, 0
-        self._lock = threading.Lock()
+        """Forget every frame (a new run starts), optionally with new attributes."""
+        with self._lock:
+            if attrs is not None:
+                self.attrs = dict(attrs)
+            self.fields: dict[str, list[np.ndarray]] = {}
+            self.time: list[float] = []
+            self.rows: list[dict] = []
+            self.stride, self._seen = 1, 0
 
     def add(self, index: int, time: float, fields: dict[str, np.ndarray | None],
             metrics: dict | None = None) -> None:

@@ -217,6 +217,8 @@ class ExportView:
                                               width=200)
         self.make.on_click(self._start)
         self.stop.on_click(lambda _: self.job.cancel())
+        self.frames.visible = False  # only a new run needs a length
+        self.source.param.watch(lambda e: setattr(self.frames, "visible", e.new == "new run"), "value")
 
     def _quick(self, fmt):
         def write():

@@ -211,7 +211,8 @@ def test_phase_diagram_sweep_and_click_opens_case(browser, server):
     for label, value in (("Points", "4"), ("Horizon", "2"), ("Size", "32")):
         box = page.locator(f".bk-input-group:has(> label:text-is('{label}')) input").first
         box.fill(value)
-        box.press("Enter")
+        box.press("Tab")  # leaving the box commits the value to the server
+    page.wait_for_timeout(1500)  # let the three values reach the server before running
     page.click("text=Run sweep")
     page.wait_for_selector("text=/4 points, \\d+ separated/", timeout=120_000)
     shot = ARTIFACTS / "explorer-phase.png"

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import CheckpointError
+from .io import project_root
 from .model import CRNN, CRNNConfig
 from .presets import PRESETS, Preset
 
@@ -32,9 +33,10 @@ REPO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
 def search_path() -> list[Path]:
-    """Where names are looked up: $CRANE_VIZ_CHECKPOINTS, <repo>/checkpoints, ./checkpoints."""
+    """Where names are looked up: $CRANE_VIZ_CHECKPOINTS, <repo>/checkpoints, the checkpoints of
+    training jobs (<project>/checkpoints), ./checkpoints."""
     env = [Path(p) for p in os.environ.get("CRANE_VIZ_CHECKPOINTS", "").split(os.pathsep) if p]
-    return [*env, REPO_CHECKPOINTS, Path.cwd() / "checkpoints"]
+    return [*env, REPO_CHECKPOINTS, project_root() / "checkpoints", Path.cwd() / "checkpoints"]
 
 
 def list_checkpoints() -> list[str]:

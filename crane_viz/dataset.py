@@ -38,24 +38,44 @@ class DatasetSpec:
     batch: int = 16  # trajectories integrated together in one tensor
     seed: int = 0  # base seed
     amplitude_sigma: float = 0.1  # |N(0, σ)| Perlin amplitude (2D paper)
+    mean_range: tuple[float, float] | None = None  # ⟨φ⟩ range (default: the preset's)
+    misfit_range: tuple[float, float] | None = None  # η range as a fraction (default: the preset's)
 
     def __post_init__(self):
         if self.sequences < 1 or self.frames < 2 or self.size < 8 or self.batch < 1:
             raise InputError("need sequences ≥ 1, frames ≥ 2, size ≥ 8 and batch ≥ 1")
+        for key in ("mean_range", "misfit_range"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(float(v) for v in value))
+                lo, hi = getattr(self, key)
+                if not lo <= hi:
+                    raise InputError(f"{key} must be (low, high) with low ≤ high, not {value}")
+        if self.mean_range is not None and not 0 < self.mean_range[0] <= self.mean_range[1] < 1:
+            raise InputError(f"mean_range must lie strictly between 0 and 1, not {self.mean_range}")
+        if self.misfit_range is not None and self.misfit_range[0] < 0:
+            raise InputError(f"misfit_range must be ≥ 0, not {self.misfit_range}")
+
+
+MEAN_RANGE_3D = (0.25, 0.75)  # 3D ⟨φ⟩: N(0.5, 0.1) clipped to this, bell shaped about 0.5
 
 
 def sample_case(spec: DatasetSpec, index: int) -> dict:
-    """The papers' sampling of one case: ⟨φ⟩, η, amplitude, Perlin cells and seed."""
+    """The papers' sampling of one case: ⟨φ⟩, η, amplitude, Perlin cells and seed.
+
+    2D: ⟨φ⟩ uniform in the range; 3D: normal about the range's middle (σ = a fifth of its width),
+    clipped to it.
+    """
     preset = get_preset(spec.preset)
     seed = spec.seed + index
     rng = np.random.default_rng([seed, 7919])
     if preset.dim == 2:
-        mean = rng.uniform(*preset.mean_range)
-        cells = int(rng.choice([2, 4, 8]))
+        mean = rng.uniform(*(spec.mean_range or preset.mean_range))
     else:
-        mean = float(np.clip(rng.normal(0.5, 0.1), 0.25, 0.75))
-        cells = int(rng.choice([2, 4, 8]))
-    lo, hi = preset.misfit_range
+        lo, hi = spec.mean_range or MEAN_RANGE_3D
+        mean = float(np.clip(rng.normal((lo + hi) / 2, (hi - lo) / 5), lo, hi))
+    cells = int(rng.choice([2, 4, 8]))
+    lo, hi = spec.misfit_range or preset.misfit_range
     eta = rng.uniform(lo, hi) if hi > lo else lo
     amplitude = max(abs(rng.normal(0.0, spec.amplitude_sigma)), 0.005)
     return {"mean": float(mean), "eta": float(eta), "amplitude": float(amplitude),
@@ -91,7 +111,7 @@ def generate(spec: DatasetSpec, out: str | Path, *, overwrite: bool = False,
     preset = get_preset(spec.preset)
     if part.exists():
         with h5py.File(part, "r") as f:
-            if json.loads(f.attrs["settings"]) != asdict(spec):
+            if json.loads(f.attrs["settings"]) != json.loads(json.dumps(asdict(spec))):
                 raise InputError(f"{part} holds an interrupted run with other settings; delete it "
                                  "or repeat the same settings to continue it")
     else:

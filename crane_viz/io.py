@@ -25,6 +25,15 @@ def check_output_path(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def project_root() -> Path:
+    """The user's crane_viz folder (training jobs, trained checkpoints): $CRANE_VIZ_PROJECT, else
+    $XDG_DATA_HOME/crane_viz (~/.local/share/crane_viz)."""
+    if os.environ.get("CRANE_VIZ_PROJECT"):
+        return Path(os.environ["CRANE_VIZ_PROJECT"])
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "crane_viz"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -100,3 +100,44 @@ def write_card(ckpt: Checkpoint, summary: dict, log_path: Path | None, command: 
     with atomic_path(path) as tmp:
         tmp.write_text(render_card(ckpt, summary, training_summary(log_path), command, notes))
     return path
+
+
+def render_training_card(ckpt: Checkpoint, rows: list[dict], settings: dict, job_folder: Path) -> str:
+    """Model card of a checkpoint made by a training job: data, settings, loss history, hardware.
+
+    It carries no held-out evaluation; the card says how to add one with `crane-viz evaluate`.
+    """
+    cfg, tr, ds = ckpt.model_config, ckpt.training, ckpt.config.get("dataset", {})
+    log = {"epochs": rows[-1]["epoch"], "wall_seconds": sum(r["seconds"] for r in rows)} if rows else {}
+    best = min(rows, key=lambda r: r["val_loss"]) if rows else {}
+    shown = rows if len(rows) <= 12 else [*rows[:3], *rows[-9:]]
+    table = "\n".join(f"| {r['epoch']} | {r['horizon']} | {r['train_loss']:.4g} | {r['val_loss']:.4g} | "
+                      f"{r['seconds']:.1f} |" for r in shown)
+    return f"""# {ckpt.name}
+
+CRNN surrogate of the `{ckpt.preset.name}` preset ({ckpt.preset.description}), trained by a training
+job of the explorer (`crane-viz train-job {job_folder}`).
+
+## Model
+- architecture: `{json.dumps(cfg.to_dict())}` — {count_parameters(ckpt.model):,} parameters
+- frame τ = {ckpt.frame_time}; grid scale {ckpt.grid_scale}
+- training data span ⟨φ⟩ ∈ [{tr['mean_range'][0]:.3f}, {tr['mean_range'][1]:.3f}],
+  η ∈ [{100 * tr['misfit_range'][0]:.3f}, {100 * tr['misfit_range'][1]:.3f}] %, model grid {tr.get('grid')}^{ckpt.dim},
+  {tr.get('frames')} frames per sequence
+
+## Data and training
+- dataset: {ds.get('sequences')} sequences × {ds.get('frames')} frames at {ds.get('size')} points per side,
+  solver `{ds.get('solver')}`, `{ds.get('path')}` (sha256 `{str(ds.get('sha256'))[:16]}…`)
+- job settings: `{json.dumps(settings)}`
+- {log.get('epochs', 0)} epochs in {log.get('wall_seconds', 0.0) / 60:.1f} min on
+  {platform.processor() or platform.machine()} (torch {torch.__version__}); best validation loss
+  {best.get('val_loss', float('nan')):.4g} at epoch {best.get('epoch', '?')} (the checkpoint keeps that epoch)
+
+| epoch | rollout frames | train loss | validation loss | seconds |
+|---|---|---|---|---|
+{table}
+
+## Evaluation
+Not evaluated on held-out cases yet: `crane-viz evaluate {ckpt.name} --card` adds the papers'
+measures (MAE over and beyond the horizon, interface error, ensemble F/V, phase agreement).
+"""

@@ -46,3 +46,34 @@ def save_png(path: str | Path, field: np.ndarray, **kwargs) -> Path:
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, rgb, extension=".png")
     return path
+
+
+def comparison_sheet(rows: list[tuple[str, list[np.ndarray]]], titles: list[str], *, cell: int = 112,
+                     cmap: str = DEFAULT_CMAP, vmin: float = 0.0, vmax: float = 1.0,
+                     corner: str = "") -> np.ndarray:
+    """A labelled grid of φ maps: one row per (label, fields) pair, one column per title.
+
+    Used for the training preview (reference frames above the surrogate's rollout). 3D fields
+    show their middle slice; `corner` is written above the row labels (e.g. the colour range).
+    """
+    from PIL import Image, ImageDraw
+
+    from .export import caption_font
+
+    font = caption_font(13)
+    left, top, gap = 96, 22, 4
+    width = left + len(titles) * (cell + gap)
+    height = top + len(rows) * (cell + gap)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 3), corner, fill="black", font=font)
+    for j, title in enumerate(titles):
+        draw.text((left + j * (cell + gap) + 4, 3), title, fill="black", font=font)
+    for i, (label, fields) in enumerate(rows):
+        y = top + i * (cell + gap)
+        draw.text((4, y + cell // 2 - 8), label, fill="black", font=font)
+        for j, field in enumerate(fields):
+            rgb = colorize(np.asarray(field_slice(field)).T[::-1], cmap=cmap, vmin=vmin, vmax=vmax)
+            tile = Image.fromarray(rgb).resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (left + j * (cell + gap), y))
+    return np.asarray(sheet)

@@ -155,6 +155,14 @@ def validation_loss(model, data: Dataset, idx, preset, cfg, device) -> float:
     return total / len(idx)
 
 
+def preview_rollout(model, data: Dataset, index: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(true frames 0..T−1, predicted frames 1..T−1) of one sequence rolled out from its first frame."""
+    seq, eta = data.phi[[index]].to(device), data.eta[[index]].to(device)
+    with torch.no_grad():
+        pred = unroll(model, seq, 1, conditions(model, eta), 0.0, None)
+    return seq[0].cpu(), pred[0].cpu()
+
+
 class Interrupt:
     """SIGINT/SIGTERM set a flag; training stops after the current batch and keeps the last epoch."""
 
@@ -221,11 +229,15 @@ def provenance_of(data: Dataset) -> dict:
 def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str = "model",
           resume: bool = False, device="cpu",
           on_epoch: Callable[[dict], None] | None = None,
-          on_batch: Callable[[int, int], None] | None = None) -> dict:
+          on_batch: Callable[[int, int], None] | None = None,
+          on_preview: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+          preview_every: int = 0) -> dict:
     """Train (or resume) into the run folder `out`; returns the last epoch's log record.
 
     The run folder holds `best/` (checkpoint with the lowest validation loss), `train_state.pt`
-    (last finished epoch) and `log.jsonl` (one record per epoch).
+    (last finished epoch) and `log.jsonl` (one record per epoch). Every `preview_every` epochs
+    (and after the last) `on_preview(epoch, truth, prediction)` receives the free rollout of the
+    first validation sequence.
     """
     out = Path(out)
     data = load_dataset(data_path)
@@ -294,6 +306,9 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                                 metrics={"val_loss": val, "epoch": epoch + 1}, overwrite=True)
                 record["best"] = True
             save_state(out, model, opt, gen, epoch + 1, best, cfg)
+            if on_preview and val_idx and preview_every > 0 and \
+                    ((epoch + 1) % preview_every == 0 or epoch + 1 == cfg.epochs):
+                on_preview(epoch + 1, *preview_rollout(model, data, val_idx[0], device))
             with open(out / LOG_FILE, "a") as log:
                 log.write(json.dumps(record) + "\n")
                 log.flush()

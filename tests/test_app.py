@@ -236,6 +236,52 @@ def test_phase_diagram_sweep_and_click_opens_case(browser, server):
     query = parse_qs(urlparse(page.url).query)
     assert query["size"] == ["32"]  # the sweep's grid, seed and composition now drive the explorer
     page.wait_for_selector(f"text=Mean: {float(query['mean'][0]):.2f}", timeout=20_000)
-    assert page.locator(".bk-tab.bk-active").first.inner_text().strip() == "2D maps"
+    page.wait_for_selector(".bk-tab.bk-active:text-is('2D maps')", timeout=20_000)  # the maps tab opened
+    page.wait_for_selector("text=/comparison grid 32×32/", timeout=30_000)  # … on the sweep's grid
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "explorer-phase-opened.png"))
     page.close()
+
+
+def test_training_tab_starts_a_job_plots_its_loss_and_cancels(browser, server):
+    """A tiny job started from the tab: the loss plot grows, Cancel stops it, a reload shows it."""
+    tiny = ("train_checkpoint_name=browser-job&train_sequences=4&train_frames=8&train_size=16&train_model=tiny-2d"
+            "&train_epochs=5000&train_batch=4&train_preview_every=1&train_threads=1")
+    page, _ = open_page(browser, server + "?" + tiny)
+    page.click(".bk-tab:text-is('Training')")
+    page.wait_for_selector("text=/Estimate: dataset 0.0 MB/", timeout=60_000)
+    page.click("text=Start training")
+    try:
+        _watch_and_cancel(page)
+    finally:  # never leave a job running past the test
+        from crane_viz.trainjob import Project
+
+        for job in Project().jobs():
+            Project().cancel(job.id)
+    page.reload()
+    page.wait_for_selector("text=Play", timeout=60_000)
+    page.click(".bk-tab:text-is('Training')")
+    page.wait_for_selector("text=/browser-job · cancelled/", timeout=30_000)  # the history survives a reload
+    page.close()
+
+
+def _watch_and_cancel(page):
+    import imageio.v3 as iio
+
+    page.wait_for_selector("text=/running · epoch ([3-9]|\\d\\d+)\\//", timeout=120_000)
+
+    def loss_pixels():
+        shot = ARTIFACTS / "explorer-training-loss.png"
+        page.locator(".loss-plot").first.screenshot(path=str(shot))
+        pixels = iio.imread(shot)[..., :3].astype(int)
+        near = lambda rgb: (np.abs(pixels - np.array(rgb)).sum(-1) < 60)
+        return pixels, near((0x1f, 0x77, 0xb4)).sum(), near((0xff, 0x7f, 0x0e)).sum()
+    first, train_px, val_px = loss_pixels()
+    assert train_px > 30 and val_px > 30  # both loss curves drawn
+    page.wait_for_timeout(2500)
+    later, _, _ = loss_pixels()
+    assert (first != later).any()  # new epochs were plotted
+    assert page.locator("img").count() >= 1  # the validation preview
+    page.screenshot(path=str(ARTIFACTS / "explorer-training.png"))
+    page.click("button:text-is('Cancel training')")
+    page.wait_for_selector("text=/browser-job · cancelled · epoch/", timeout=60_000)

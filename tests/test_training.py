@@ -128,6 +128,24 @@ def test_generate_resumes_and_keeps_finished_sequences(tmp_path):
         generate(other, tmp_path / "e.h5")
 
 
+def test_generate_samples_the_given_ranges_and_resumes_with_them(tmp_path):
+    spec = DatasetSpec(sequences=6, frames=2, size=8, batch=3, mean_range=(0.40, 0.45),
+                       misfit_range=(0.002, 0.003))
+    out = tmp_path / "ranges.h5"
+
+    def stop(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        generate(spec, out, progress=stop)
+    generate(spec, out)  # the .part's JSON settings (lists) match the spec's tuples
+    data = load_dataset(out)
+    assert ((data.mean >= 0.40) & (data.mean <= 0.45)).all()
+    assert ((data.eta >= 0.002) & (data.eta <= 0.003)).all()
+    with pytest.raises(InputError, match="mean_range"):
+        DatasetSpec(mean_range=(0.5, 0.4))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda p: p.write_bytes(b"garbage"), "not an HDF5"),
     (lambda p: h5py.File(p, "w").close(), "missing datasets"),

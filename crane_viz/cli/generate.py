@@ -20,6 +20,10 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=d.frames, help=f"frames per trajectory, initial included (default {d.frames})")
     p.add_argument("--size", type=int, default=d.size, help=f"grid points per side (default {d.size})")
     p.add_argument("--solver", choices=["spectral", "fd"], default=None, help="default: the preset's")
+    p.add_argument("--mean-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="⟨φ⟩ range (default: the preset's; 3D draws a bell shape about its middle)")
+    p.add_argument("--eta-range", dest="misfit_range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="η range as fractions, e.g. 0 0.012 (default: the preset's)")
     p.add_argument("--batch", type=int, default=d.batch, help=f"trajectories integrated together (default {d.batch})")
     p.add_argument("--seed", type=int, default=d.seed, help="base seed; sequence i uses seed + i")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")

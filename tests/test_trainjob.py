@@ -1,0 +1,136 @@
+"""Background training jobs: real `crane-viz train-job` processes on tiny data (4 sequences × 8
+frames at 16²), started, cancelled, resumed, killed and raced through `Project`."""
+
+import os
+import signal
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from crane_viz.checkpoint import list_checkpoints, load_checkpoint
+from crane_viz.dataset import DatasetSpec, generate
+from crane_viz.errors import DatasetError, InputError
+from crane_viz.trainjob import JobBusy, Project, TrainJobSettings, estimate
+
+TINY = dict(sequences=4, frames=8, size=16, model="tiny-2d", batch=4, threads=1, preview_every=1)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRANE_VIZ_PROJECT", str(tmp_path))
+    p = Project(tmp_path)
+    yield p
+    for job in p.jobs():
+        p.cancel(job.id)
+        p.wait(job.id, timeout=30)
+
+
+def wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_tiny_job_finishes_with_loss_curve_preview_and_listed_checkpoint(project):
+    job = project.start(TrainJobSettings(checkpoint_name="tiny-job", epochs=3, **TINY))
+    status = project.wait(job.id, timeout=120)
+    assert status.state == "finished", status.reason + job.tail()
+    log = job.log()
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert all(r["train_loss"] > 0 and r["val_loss"] > 0 for r in log)
+    assert job.preview.stat().st_size > 0 and status.info["preview_epoch"] == 3
+    assert "tiny-job" in list_checkpoints()
+    ckpt = load_checkpoint("tiny-job")
+    assert ckpt.training["frames"] == 8 and ckpt.config["metrics"]["val_loss"] == min(r["val_loss"] for r in log)
+    card = (ckpt.path / "MODEL_CARD.md").read_text()
+    assert "| 3 |" in card and "crane-viz evaluate tiny-job" in card
+
+
+def test_cancel_keeps_a_state_that_resume_continues_from(project):
+    job = project.start(TrainJobSettings(checkpoint_name="resumable", epochs=2000, **TINY))
+    wait_for(lambda: len(job.log()) >= 2)
+    assert project.cancel(job.id)
+    status = project.wait(job.id, timeout=60)
+    assert status.state == "cancelled" and (job.run_dir / "train_state.pt").is_file()
+    saved = len(job.log())
+    assert [r["epoch"] for r in job.log()] == list(range(1, saved + 1))
+
+    project.resume(job.id)
+    wait_for(lambda: len(job.log()) >= saved + 2)
+    project.cancel(job.id)
+    assert project.wait(job.id, timeout=60).state == "cancelled"
+    epochs = [r["epoch"] for r in job.log()]
+    assert epochs == list(range(1, len(epochs) + 1))  # saved + 1 follows saved: nothing redone or skipped
+    assert [h["resume"] for h in job.status().info["history"]] == [False, True]
+
+
+def test_a_killed_job_is_reported_failed_with_its_last_output(project):
+    job = project.start(TrainJobSettings(checkpoint_name="killed", epochs=2000, **TINY))
+    wait_for(lambda: len(job.log()) >= 1)
+    os.kill(job.pid(), signal.SIGKILL)
+    status = wait_for(lambda: (s := job.status()).state == "failed" and s)
+    assert "killed by signal 9" in status.reason
+    assert "epoch 1/2000" in status.reason  # the output's last lines come with it
+    assert status.resumable
+
+
+def test_two_concurrent_starts_give_one_job(project):
+    barrier, results = threading.Barrier(2), []
+
+    def start(name):
+        barrier.wait()
+        try:
+            results.append(project.start(TrainJobSettings(checkpoint_name=name, epochs=2000, **TINY)))
+        except JobBusy as exc:
+            results.append(exc)
+    threads = [threading.Thread(target=start, args=(n,)) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    jobs = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, JobBusy)]
+    assert len(jobs) == 1 and len(refused) == 1 and len(project.jobs()) == 1
+    assert "one job per project" in str(refused[0])
+
+
+def test_a_job_failing_inside_reports_the_reason(project, tmp_path):
+    data = generate(DatasetSpec(sequences=2, frames=3, size=8), tmp_path / "nan.h5")
+    with h5py.File(data, "r+") as f:
+        f["phi"][0, 1, 0, 0] = np.nan
+    job = project.start(TrainJobSettings(checkpoint_name="bad-data", dataset=str(data), epochs=2, **TINY))
+    status = project.wait(job.id, timeout=120)
+    assert status.state == "failed" and "contains NaN" in status.reason
+
+
+def test_a_file_that_is_no_dataset_is_refused_before_starting(project, tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5 at all")
+    with pytest.raises(DatasetError, match="not a crane_viz dataset"):
+        project.start(TrainJobSettings(checkpoint_name="bad", dataset=str(bad), **TINY))
+
+
+def test_bad_settings_name_the_setting(project):
+    with pytest.raises(InputError, match="--sequences"):
+        TrainJobSettings(sequences=1)
+    with pytest.raises(InputError, match="--checkpoint-name"):
+        project.start(TrainJobSettings(checkpoint_name="no spaces", **TINY))
+    with pytest.raises(InputError, match="--eta-max-percent"):
+        project.start(TrainJobSettings(checkpoint_name="x", preset="plain-3d", **{**TINY, "model": "tiny-3d"}))
+    with pytest.raises(InputError, match="exists"):
+        project.start(TrainJobSettings(checkpoint_name="coherent-2d", **TINY))
+    assert project.jobs() == []
+
+
+def test_estimate_counts_the_dataset_and_times_the_steps():
+    est = estimate(TrainJobSettings(epochs=10, **TINY))
+    assert est["bytes"] == 4 * 8 * 16 * 16 * 4
+    assert est["generate_s"] > 0 and est["epoch_s"] > 0
+    assert est["total_s"] == pytest.approx(est["generate_s"] + 10 * est["epoch_s"])

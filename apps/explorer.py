@@ -420,9 +420,9 @@ class TrainingView:
         self.start = pn.widgets.Button(label="Start training", color="success", width=130)
         self.cancel = pn.widgets.Button(label="Cancel training", width=130, disabled=True)
         self.resume = pn.widgets.Button(label="Resume training", color="primary", width=130, disabled=True)
-        self.jobs = pn.widgets.Select(label="Job", options={}, width=420)
+        self.jobs = pn.widgets.Select(label="Job", options={}, width=520)
         self.state = pn.pane.Markdown("No training job yet in " + str(self.project.root), margin=(0, 10))
-        self.progress = pn.indicators.Progress(value=0, max=1000, width=420)
+        self.progress = pn.indicators.Progress(value=0, max=1000, width=520)
         self.failure = pn.pane.Alert("", alert_type="danger", visible=False)
         self.loss = ColumnDataSource({"epoch": [], "train": [], "val": [], "horizon": []})
         fig = figure(title="loss per epoch", width=520, height=300, y_axis_type="log",
@@ -432,7 +432,7 @@ class TrainingView:
         fig.line("epoch", "val", source=self.loss, color="#ff7f0e", line_width=2, legend_label="validation rollout")
         fig.add_tools(HoverTool(tooltips=[("epoch", "@epoch"), ("train", "@train{0.000e}"),
                                           ("validation", "@val{0.000e}"), ("rollout frames", "@horizon")]))
-        fig.legend.location = "top_right"
+        fig.legend.location = "bottom_right"  # train loss climbs as the free rollout lengthens
         self.figure = fig
         self.preview = pn.pane.PNG(None, width=560, visible=False)
         self._shown = {"job": None, "rows": -1, "preview": None, "models": tuple(list_checkpoints())}

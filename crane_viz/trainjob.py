@@ -168,9 +168,26 @@ def estimate(settings: TrainJobSettings, repeats: int = 3) -> dict:
     """Dataset size and time, from solver and training steps timed on this machine now.
 
     Each cost is the fastest of `repeats` timed steps (after a warm-up), so a busy moment does not
-    inflate it. Returns bytes, generate_s (0 for an existing dataset), epoch_s and total_s.
+    inflate it, timed with the job's thread count. Returns bytes, generate_s (0 for an existing
+    dataset), epoch_s and total_s.
     """
     settings.check()
+    with torch_threads(settings.threads):
+        return _estimate(settings, repeats)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with n intra-op threads (process-wide), then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _estimate(settings: TrainJobSettings, repeats: int) -> dict:
     device = resolve_device("auto")
     sequences, frames, n, dim = settings.data_shape()
     generate_s = 0.0
@@ -214,7 +231,7 @@ def fastest(work, repeats: int) -> float:
 def describe_estimate(est: dict) -> str:
     return (f"dataset {est['bytes'] / 2**20:.1f} MB · generation ≈ {duration(est['generate_s'])} · "
             f"≈ {duration(est['epoch_s'])} per epoch · total ≈ {duration(est['total_s'])} "
-            f"(timed here with {est['threads']} threads)")
+            f"(timed here with {est['threads']} thread{'s' if est['threads'] > 1 else ''})")
 
 
 def duration(seconds: float) -> str:
@@ -551,6 +568,7 @@ def _generate(settings: TrainJobSettings, data: Path, report: Reporter, stop: th
         if stop.is_set():
             raise Cancelled
     generate(spec, data, progress=progress, device=resolve_device("auto"))
+    report.update(generate_s=time.monotonic() - started)
     print(f"dataset {data}: {spec.sequences} sequences × {spec.frames} frames of {spec.size}", flush=True)
 
 

@@ -51,8 +51,10 @@ class TrainConfig:
     val_fraction: float = 0.2
     grid_scale: int = 1  # train on fields average-pooled by this factor (3D paper: 2)
     window: int = 0  # frames per training sample, from a random start (0: whole sequences)
+    max_frames: int = 0  # use only the first frames of every sequence, e.g. the growth stage (0: all)
     init: str = ""  # checkpoint (name or folder) whose weights start the run: fine-tuning
     clip_norm: float = 0.0  # clip the gradient's global norm to this (0: no clipping)
+    keep: str = "best"  # checkpoint of the lowest validation loss, or "last": of the latest epoch
     seed: int = 0
 
 
@@ -234,17 +236,24 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
           preview_every: int = 0) -> dict:
     """Train (or resume) into the run folder `out`; returns the last epoch's log record.
 
-    The run folder holds `best/` (checkpoint with the lowest validation loss), `train_state.pt`
+    The run folder holds `best/` (checkpoint with the lowest validation loss, or of the latest
+    epoch with keep="last", for when long-rollout validation losses do not rank stability), `train_state.pt`
     (last finished epoch) and `log.jsonl` (one record per epoch). Every `preview_every` epochs
     (and after the last) `on_preview(epoch, truth, prediction)` receives the free rollout of the
     first validation sequence.
     """
     out = Path(out)
     data = load_dataset(data_path)
+    if cfg.max_frames:
+        if cfg.max_frames < 2:
+            raise InputError(f"--max-frames must be 0 (all) or at least 2, not {cfg.max_frames}")
+        data.phi = data.phi[:, :cfg.max_frames]
     preset = data.preset
     ranges, provenance = training_ranges(data, cfg), provenance_of(data)
     if cfg.grid_scale > 1:
         data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
+    if cfg.keep not in ("best", "last"):
+        raise InputError(f"--keep must be 'best' or 'last', not {cfg.keep!r}")
     model_cfg = get_config(cfg.model)
     if model_cfg.dim != preset.dim:
         raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
@@ -299,12 +308,14 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
             record = {"epoch": epoch + 1, "horizon": frames - given, "given": given,
                       "train_loss": sum(losses) / max(len(losses), 1), "val_loss": val,
                       "seconds": time.perf_counter() - t0}
-            if not val >= best:  # lower, or the first finite one
+            improved = not val >= best  # lower, or the first finite one
+            if improved:
                 best = val if math.isfinite(val) else best
+                record["best"] = True
+            if improved or cfg.keep == "last":
                 save_checkpoint(out / BEST, model, name=name, preset=preset,
                                 grid_scale=cfg.grid_scale, training=ranges, dataset=provenance,
                                 metrics={"val_loss": val, "epoch": epoch + 1}, overwrite=True)
-                record["best"] = True
             save_state(out, model, opt, gen, epoch + 1, best, cfg)
             if on_preview and val_idx and preview_every > 0 and \
                     ((epoch + 1) % preview_every == 0 or epoch + 1 == cfg.epochs):

@@ -374,7 +374,9 @@ class Job:
                     state, reason = "failed", "the job process never started"
             else:
                 alive, how = _alive(pid, self.folder)
-                if not alive:
+                if not alive and how == f"killed by signal {int(signal.SIGTERM)}":
+                    state, reason = "cancelled", "stopped before it could report (SIGTERM)"
+                elif not alive:
                     state = "failed"
                     reason = (f"the job process ended without reporting ({how or 'killed or crashed'}); "
                               f"last output:\n{self.tail()}")

@@ -203,3 +203,22 @@ def test_windows_and_fine_tuning_from_a_checkpoint(data, tmp_path):
         torch.testing.assert_close(a[k], d[k], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="architecture"):
         train(data, tmp_path / "c", TrainConfig(model="small-2d", epochs=1, init=str(tmp_path / "a" / "best")))
+
+
+def test_max_frames_and_keeping_the_last_epoch(data, tmp_path):
+    """--max-frames trains on the first frames only; --keep last checkpoints the latest epoch
+    even when its validation loss is not the lowest."""
+    cfg = TrainConfig(model="tiny-2d", epochs=3, ramp=0, batch=3, lr=0.5, max_frames=3, keep="last", seed=3)
+    record = train(data, tmp_path / "run", cfg)
+    assert record["horizon"] == 2 and record["given"] == 1  # 3 frames: predict 2 from the first
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    ck = load_checkpoint(tmp_path / "run" / "best")
+    assert ck.config["metrics"]["epoch"] == 3 and ck.training["frames"] == 3
+    last = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["model"]
+    for k, v in ck.model.state_dict().items():
+        torch.testing.assert_close(v, last[k], rtol=0, atol=0)
+    assert sum(bool(r.get("best")) for r in log) >= 1  # "best" still marks the improvements only
+    with pytest.raises(InputError, match="--keep"):
+        train(data, tmp_path / "bad", TrainConfig(model="tiny-2d", epochs=1, keep="first"))
+    with pytest.raises(InputError, match="--max-frames"):
+        train(data, tmp_path / "bad2", TrainConfig(model="tiny-2d", epochs=1, max_frames=1))

@@ -71,6 +71,23 @@ def test_cancel_keeps_a_state_that_resume_continues_from(project):
     assert [h["resume"] for h in job.status().info["history"]] == [False, True]
 
 
+def test_cancel_during_generation_keeps_finished_sequences_for_the_resume(project):
+    settings = TrainJobSettings(checkpoint_name="gen-cancel", epochs=1, **{**TINY, "sequences": 160, "frames": 60,
+                                                                            "size": 32})
+    job = project.start(settings)
+    wait_for(lambda: job.status().info.get("generated", 0) >= 16)  # the first batch of 16 is stored
+    project.cancel(job.id)
+    assert project.wait(job.id, timeout=60).state == "cancelled"
+    part = job.folder / "data.h5.part"
+    with h5py.File(part) as f:
+        kept = int(f["done"][()].sum())
+    assert 16 <= kept < 160 and not (job.folder / "data.h5").exists()
+    project.resume(job.id)
+    status = project.wait(job.id, timeout=300)
+    assert status.state == "finished", status.reason
+    assert job.output.read_text().count("dataset ") == 1  # generated once, continued from the .part
+
+
 def test_a_killed_job_is_reported_failed_with_its_last_output(project):
     job = project.start(TrainJobSettings(checkpoint_name="killed", epochs=2000, **TINY))
     wait_for(lambda: len(job.log()) >= 1)

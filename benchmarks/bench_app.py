@@ -64,11 +64,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--model-2d", default="coherent-2d")
-    ap.add_argument("--model-3d", default="untrained small-3d")
+    ap.add_argument("--model-3d", default="plain-3d")
     args = ap.parse_args()
     server, url = serve()
     cases = [("2D 128², surrogate alone", f"?model={args.model_2d}&size=128&reference=none"),
              ("2D 128², with spectral reference", f"?model={args.model_2d}&size=128&reference=spectral"),
+             ("3D 32³, with FD reference", f"?model={args.model_3d}&size=32&reference=fd"),
+             ("3D 32³, surrogate alone", f"?model={args.model_3d}&size=32&reference=none"),
              ("3D 64³, with FD reference", f"?model={args.model_3d}&size=64&reference=fd"),
              ("3D 64³, surrogate alone", f"?model={args.model_3d}&size=64&reference=none")]
     with sync_playwright() as p:

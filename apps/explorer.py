@@ -441,7 +441,8 @@ class TrainingView:
         self.resume.on_click(lambda _: self._act(self.project.resume))
         self.jobs.param.watch(lambda _: self.refresh(), "value")
         self.settings.param.watch(self._preset_defaults, "preset")
-        self.settings.param.watch(lambda _: self.update_estimate(), self.DATA + self.MODEL)
+        costly = [k for k in self.DATA + self.MODEL if k not in ("checkpoint_name", "preview_every", "seed", "data_seed")]
+        self.settings.param.watch(lambda _: self.update_estimate(), costly)  # what changes the cost
         self.refresh()
         self.update_estimate()
 

@@ -447,7 +447,7 @@ class TrainingView:
         self.update_estimate()
 
     def _free_name(self) -> str:
-        taken = set(list_checkpoints()) | {j.status().settings.get("checkpoint_name") for j in self.project.jobs()}
+        taken = set(list_checkpoints()) | {j.name for j in self.project.jobs()}
         return next(f"my-model-{i}" for i in range(1, 10_000) if f"my-model-{i}" not in taken)
 
     def _preset_defaults(self, event):

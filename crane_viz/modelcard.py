@@ -25,9 +25,11 @@ PAPER_3D = {  # crnn-3d-cahn-hilliard (64³ FD data, model at 32³, 10 ch 3³)
 
 def training_summary(log_path: Path | None) -> dict:
     """Epochs, wall time and the best epoch from a run's log.jsonl (empty when absent)."""
-    if log_path is None or not Path(log_path).is_file():
+    from .training import read_log
+
+    rows = read_log(log_path) if log_path is not None else []
+    if not rows:
         return {}
-    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
     best = min(rows, key=lambda r: r["val_loss"])
     return {"epochs": rows[-1]["epoch"], "wall_seconds": sum(r["seconds"] for r in rows),
             "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}

@@ -157,6 +157,14 @@ def validation_loss(model, data: Dataset, idx, preset, cfg, device) -> float:
     return total / len(idx)
 
 
+def read_log(path: str | Path) -> list[dict]:
+    """The per-epoch records of a run's log.jsonl ([] when it does not exist yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def preview_rollout(model, data: Dataset, index: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(true frames 0..T−1, predicted frames 1..T−1) of one sequence rolled out from its first frame."""
     seq, eta = data.phi[[index]].to(device), data.eta[[index]].to(device)

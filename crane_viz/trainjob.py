@@ -45,7 +45,7 @@ from .io import atomic_path, project_root
 from .model import CRNN, REGISTRY, get_config
 from .presets import PRESETS, get_preset
 from .settings import PAPER_MAX_MISFIT, Settings, resolve_device
-from .training import LOG_FILE, STATE_FILE, TrainConfig, train, unroll
+from .training import LOG_FILE, STATE_FILE, TrainConfig, read_log, train, unroll
 
 ACTIVE = ("starting", "running")
 STATES = (*ACTIVE, "finished", "failed", "cancelled")
@@ -336,6 +336,11 @@ class Job:
     def output(self) -> Path:
         return self.folder / "output.log"
 
+    @property
+    def name(self) -> str:
+        """The checkpoint name the job produces."""
+        return read_json(self.folder / "job.json").get("checkpoint_name", self.id)
+
     def settings(self) -> TrainJobSettings:
         values = read_json(self.folder / "job.json")
         return TrainJobSettings(**values)
@@ -348,10 +353,7 @@ class Job:
 
     def log(self) -> list[dict]:
         """Per-epoch records of the training run (log.jsonl)."""
-        path = self.run_dir / LOG_FILE
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_log(self.run_dir / LOG_FILE)
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -451,7 +453,7 @@ class Project:
             name = settings.checkpoint_name
             if name in list_checkpoints() or (self.checkpoints / name).exists():
                 raise InputError(f"--checkpoint-name {name!r}: a checkpoint of that name exists; pick another")
-            if any(read_json(j.folder / "job.json").get("checkpoint_name") == name for j in self.jobs()):
+            if any(j.name == name for j in self.jobs()):
                 raise InputError(f"--checkpoint-name {name!r}: an earlier job of this project has that "
                                  "name; resume it or pick another")
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

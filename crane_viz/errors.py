@@ -15,3 +15,7 @@ class CheckpointError(CraneVizError):
 
 class DatasetError(CraneVizError):
     """A dataset file is missing, corrupt or not in the crane_viz layout."""
+
+
+class TrainingDiverged(CraneVizError):
+    """The training loss became NaN or infinite; the last finished epoch stays on disk."""

@@ -14,6 +14,7 @@ the end of every epoch, so an interrupted run resumes exactly.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -21,19 +22,20 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import torch
 
 from .checkpoint import save_checkpoint
 from .dataset import Dataset, load_dataset
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 from .io import atomic_path
 from .model import CRNN, get_config
-from .physics import elastic_energy_mean, grad_sq_fd, spatial_mean, w
+from .physics import elastic_energy_mean, free_energy, grad_sq_fd, spatial_mean, w
 from .surrogate import downsample
 
-STATE_FILE, LOG_FILE, BEST = "train_state.pt", "log.jsonl", "best"
+STATE_FILE, LOG_FILE, BEST, SNAPSHOTS = "train_state.pt", "log.jsonl", "best", "epochs"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,14 @@ class TrainConfig:
     init: str = ""  # checkpoint (name or folder) whose weights start the run: fine-tuning
     clip_norm: float = 0.0  # clip the gradient's global norm to this (0: no clipping)
     keep: str = "best"  # checkpoint of the lowest validation loss, or "last": of the latest epoch
+    frame_weight: str = "uniform"  # "variance": each frame's loss ÷ (its true variance + 1e-4), so
+    #   the small-amplitude linear regime, where the elastic orientation is selected, counts
+    rise_weight: float = 0.0  # penalty on any rise of F/V over one model step (relative to F/V)
+    first_window: float = 0.0  # probability that a window starts at frame 0 (the linear regime)
+    ema: float = 0.0  # decay of the exponential moving average of the weights that is validated
+    #   and saved (0: the raw weights)
+    schedule: str = "constant"  # learning rate: "constant" or "cosine" (to lr/20 at the last epoch)
+    snapshot_every: int = 0  # keep the saved checkpoint of every N-th epoch in epochs/ (learning curve)
     seed: int = 0
 
 
@@ -66,16 +76,20 @@ def curriculum_horizon(epoch: int, ramp: int, frames: int) -> int:
     return max(1, round((frames - 1) - progress * (frames - 2)))
 
 
-def window_of(seq: torch.Tensor, window: int, gen: torch.Generator) -> torch.Tensor:
+def window_of(seq: torch.Tensor, window: int, gen: torch.Generator, first: float = 0.0) -> torch.Tensor:
     """A random run of `window` consecutive frames of every sequence in (B, T, *grid), or all.
 
     Short windows (truncated back-propagation through time) give many more optimizer steps per
-    CPU-second than whole 50-frame sequences, and teach the model to start from any state.
+    CPU-second than whole 50-frame sequences, and teach the model to start from any state. With
+    probability `first` a window starts at frame 0, where the zero hidden state matches inference
+    and the linear regime selects the domains' orientation.
     """
     frames = seq.shape[1]
     if window <= 1 or window >= frames:
         return seq
     starts = torch.randint(0, frames - window + 1, (seq.shape[0],), generator=gen)
+    if first > 0:
+        starts = torch.where(torch.rand(seq.shape[0], generator=gen) < first, 0, starts)
     return torch.stack([s[t:t + window] for s, t in zip(seq, starts.tolist())])
 
 
@@ -106,30 +120,78 @@ def free_energy_density(phi: torch.Tensor, eta: torch.Tensor, preset, dim: int) 
     return f
 
 
+VARIANCE_FLOOR = 1e-4  # (0.01)²: below this a frame's deviations are noise, not structure
+FRAME_WEIGHTS = ("uniform", "variance")
+SCHEDULES = ("constant", "cosine")
+
+
+def frame_weights(target: torch.Tensor, how: str) -> torch.Tensor:
+    """(B·T',) weight of every true frame: 1, or 1/(variance + floor) normalised to mean 1 per batch.
+
+    A plain MSE over whole sequences gives the first frames, whose deviations are 10⁻² of the
+    late ones, almost no weight, yet they fix σ(k, n, η) and with it the domains' orientation.
+    """
+    if how == "uniform":
+        return torch.ones(target.shape[0], dtype=target.dtype, device=target.device)
+    var = target.flatten(1).var(dim=1)
+    weight = 1.0 / (var + VARIANCE_FLOOR)
+    return weight / weight.mean()
+
+
+def model_energy(phi: torch.Tensor, eta: torch.Tensor, preset) -> torch.Tensor:
+    """F/V of (B, *grid) fields, (B,) η, with the forward-difference gradient (differentiable)."""
+    return free_energy(phi, preset, eta, gradient="fd")["total"]
+
+
+def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, preset) -> torch.Tensor:
+    """Mean of max(0, F(model output) − F(model input)) / F(input) over all steps.
+
+    Cahn–Hilliard flow never raises the free energy, so every rise is the model's own error; the
+    reference data need not be consulted.
+    """
+    eta_t = eta.repeat_interleave(pred.shape[1])
+    f_in = model_energy(inputs.flatten(0, 1), eta_t, preset)
+    f_out = model_energy(pred.flatten(0, 1), eta_t, preset)
+    return torch.relu((f_out - f_in) / f_in.detach().abs().clamp_min(1e-6)).mean()
+
+
 def composite_loss(pred: torch.Tensor, target: torch.Tensor, eta: torch.Tensor, preset,
-                   cfg: TrainConfig) -> torch.Tensor:
-    """L = L_φ + λ_∇ L_∇ + λ_f L_f over (B, T', *grid) predicted and true frames."""
+                   cfg: TrainConfig, inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """L = L_φ + λ_∇ L_∇ + λ_f L_f (+ λ_rise · energy rise) over (B, T', *grid) frames.
+
+    The first three are per-frame means weighted by `frame_weights`; the rise term needs the
+    model's `inputs` (B, T', *grid) and is left out without them.
+    """
     dim = pred.ndim - 2
     flat_p, flat_t = pred.flatten(0, 1), target.flatten(0, 1)
     eta_t = eta.repeat_interleave(pred.shape[1])
-    l_phi = ((flat_p - flat_t) ** 2).mean()
-    l_grad = ((grad_sq_fd(flat_p, dim) - grad_sq_fd(flat_t, dim)) ** 2).mean()
-    l_f = ((free_energy_density(flat_p, eta_t, preset, dim)
-            - free_energy_density(flat_t, eta_t, preset, dim)) ** 2).mean()
-    return l_phi + cfg.grad_weight * l_grad + cfg.energy_weight * l_f
+    weight = frame_weights(flat_t, cfg.frame_weight)
+    l_phi = ((flat_p - flat_t) ** 2).flatten(1).mean(1)
+    l_grad = ((grad_sq_fd(flat_p, dim) - grad_sq_fd(flat_t, dim)) ** 2).flatten(1).mean(1)
+    l_f = (free_energy_density(flat_p, eta_t, preset, dim)
+           - free_energy_density(flat_t, eta_t, preset, dim)) ** 2
+    loss = (weight * (l_phi + cfg.grad_weight * l_grad + cfg.energy_weight * l_f)).mean()
+    if cfg.rise_weight > 0 and inputs is not None:
+        loss = loss + cfg.rise_weight * energy_rise(inputs, pred, eta, preset)
+    return loss
 
 
 def unroll(model: CRNN, seq: torch.Tensor, given: int, cond, noise: float,
-           gen: torch.Generator | None) -> torch.Tensor:
-    """Predictions of frames 1..T−1; inputs are true frames before `given`, then the model's own."""
-    hidden, phi, preds = None, seq[:, 0], []
+           gen: torch.Generator | None, *, with_inputs: bool = False):
+    """Predictions of frames 1..T−1; inputs are true frames before `given`, then the model's own.
+
+    With `with_inputs` also returns the noise-free input of every step, (B, T−1, *grid).
+    """
+    hidden, phi, preds, inputs = None, seq[:, 0], [], []
     for t in range(seq.shape[1] - 1):
         inp = seq[:, t] if t < given else phi
+        inputs.append(inp)
         if noise > 0 and gen is not None:
             inp = inp + noise * torch.randn(inp.shape, generator=gen).to(inp)
         phi, hidden = model(inp, hidden, cond)
         preds.append(phi)
-    return torch.stack(preds, dim=1)
+    preds = torch.stack(preds, dim=1)
+    return (preds, torch.stack(inputs, dim=1)) if with_inputs else preds
 
 
 def conditions(model: CRNN, eta: torch.Tensor):
@@ -212,12 +274,43 @@ def initial_weights(name: str, model_cfg) -> dict:
     return ckpt.model.state_dict()
 
 
-def save_state(out: Path, model, opt, gen, epoch: int, best: float, cfg: TrainConfig) -> None:
+def save_state(out: Path, model, averaged, opt, gen, epoch: int, best: float, cfg: TrainConfig) -> None:
     """Everything a resume needs, written atomically; loads with weights_only=True."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
              "epoch": epoch, "best": best, "config": json.dumps(asdict(cfg))}
+    if averaged is not model:
+        state["ema"] = averaged.state_dict()
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
+
+
+def check_choices(cfg: TrainConfig) -> None:
+    """Settings with a fixed set of values or a range, named as on the command line."""
+    for key, allowed in (("keep", ("best", "last")), ("frame_weight", FRAME_WEIGHTS),
+                         ("schedule", SCHEDULES)):
+        if getattr(cfg, key) not in allowed:
+            raise InputError(f"--{key.replace('_', '-')} must be one of {allowed}, not {getattr(cfg, key)!r}")
+    if not 0 <= cfg.first_window <= 1:
+        raise InputError(f"--first-window must lie in [0, 1], not {cfg.first_window}")
+    if not 0 <= cfg.ema < 1:
+        raise InputError(f"--ema must lie in [0, 1), not {cfg.ema}")
+    if not cfg.rise_weight >= 0 or cfg.snapshot_every < 0:
+        raise InputError("--rise-weight and --snapshot-every must be ≥ 0")
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """The epoch's learning rate: constant, or a cosine from lr down to lr/20 at the last epoch."""
+    if cfg.schedule == "constant" or cfg.epochs <= 1:
+        return cfg.lr
+    progress = epoch / (cfg.epochs - 1)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def update_ema(averaged: CRNN, model: CRNN, decay: float) -> None:
+    """averaged ← decay·averaged + (1 − decay)·model, parameter by parameter."""
+    for a, p in zip(averaged.parameters(), model.parameters()):
+        a.lerp_(p, 1 - decay)
 
 
 def training_ranges(data: Dataset, cfg: TrainConfig) -> dict:
@@ -260,8 +353,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     ranges, provenance = training_ranges(data, cfg), provenance_of(data)
     if cfg.grid_scale > 1:
         data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
-    if cfg.keep not in ("best", "last"):
-        raise InputError(f"--keep must be 'best' or 'last', not {cfg.keep!r}")
+    check_choices(cfg)
     model_cfg = get_config(cfg.model)
     if model_cfg.dim != preset.dim:
         raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
@@ -269,6 +361,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     model = CRNN(model_cfg).to(device)
     if cfg.init:
         model.load_state_dict(initial_weights(cfg.init, model_cfg))
+    averaged = copy.deepcopy(model) if cfg.ema > 0 else model  # the weights validated and saved
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_idx, val_idx = split(data.phi.shape[0], cfg.val_fraction, gen)
@@ -281,53 +374,71 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
         if json.loads(state["config"]) != asdict(cfg):
             raise InputError(f"{out}: the saved run used other settings: {state['config']}")
         model.load_state_dict(state["model"])
+        if cfg.ema > 0:
+            averaged.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
         start, best = state["epoch"], state["best"]
     elif (out / STATE_FILE).exists():
         raise InputError(f"{out} already holds a training run; use --resume or another --out")
     frames = data.phi.shape[1] if cfg.window <= 1 else min(cfg.window, data.phi.shape[1])
+    trained_seconds = sum(r.get("seconds", 0.0) for r in read_log(out / LOG_FILE))
     record: dict = {}
     with Interrupt() as stop:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             given = curriculum_horizon(epoch, cfg.ramp, frames)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, epoch)
             model.train()
             order = [train_idx[i] for i in torch.randperm(len(train_idx), generator=gen).tolist()]
             losses = []
             for b0 in range(0, len(order), cfg.batch):
                 b = order[b0:b0 + cfg.batch]
-                seq = augment(window_of(data.phi[b], cfg.window, gen), gen).to(device)
+                seq = augment(window_of(data.phi[b], cfg.window, gen, cfg.first_window), gen).to(device)
                 eta = data.eta[b].to(device)
-                pred = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen)
-                loss = composite_loss(pred, seq[:, 1:], eta, preset, cfg)
+                pred, inputs = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen,
+                                      with_inputs=True)
+                loss = composite_loss(pred, seq[:, 1:], eta, preset, cfg, inputs)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"training diverged: the loss became {loss.item()} in epoch "
+                                           f"{epoch + 1}; the last finished epoch is kept in {out} "
+                                           f"(lower --lr, or set --clip-norm)")
                 opt.zero_grad()
                 loss.backward()
                 if cfg.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
                 opt.step()
+                if cfg.ema > 0:
+                    update_ema(averaged, model, cfg.ema)
                 losses.append(loss.item())
                 if on_batch:
                     on_batch(b0 // cfg.batch + 1, math.ceil(len(order) / cfg.batch))
                 if stop.requested:
                     return {"interrupted": True, "epoch": epoch}
-            model.eval()
-            val = validation_loss(model, data, val_idx, preset, cfg, device)
+            averaged.eval()
+            val = validation_loss(averaged, data, val_idx, preset, cfg, device)
+            seconds = time.perf_counter() - t0
+            trained_seconds += seconds
             record = {"epoch": epoch + 1, "horizon": frames - given, "given": given,
+                      "lr": learning_rate(cfg, epoch),
                       "train_loss": sum(losses) / max(len(losses), 1), "val_loss": val,
-                      "seconds": time.perf_counter() - t0}
-            improved = not val >= best  # lower, or the first finite one
+                      "seconds": seconds, "hours": trained_seconds / 3600}
+            improved = math.isfinite(val) and val < best
             if improved:
-                best = val if math.isfinite(val) else best
+                best = val
                 record["best"] = True
-            if improved or cfg.keep == "last":
-                save_checkpoint(out / BEST, model, name=name, preset=preset,
-                                grid_scale=cfg.grid_scale, training=ranges, dataset=provenance,
-                                metrics={"val_loss": val, "epoch": epoch + 1}, overwrite=True)
-            save_state(out, model, opt, gen, epoch + 1, best, cfg)
+            saved = {"val_loss": val, "epoch": epoch + 1, "train_hours": trained_seconds / 3600}
+            save = partial(save_checkpoint, model=averaged, name=name, preset=preset, grid_scale=cfg.grid_scale,
+                           training=ranges, dataset=provenance, metrics=saved, overwrite=True)
+            if improved or (cfg.keep == "last" and math.isfinite(val)):
+                save(out / BEST)
+            if cfg.snapshot_every > 0 and (epoch + 1) % cfg.snapshot_every == 0:
+                save(out / SNAPSHOTS / f"{epoch + 1:04d}")
+            save_state(out, model, averaged, opt, gen, epoch + 1, best, cfg)
             if on_preview and val_idx and preview_every > 0 and \
                     ((epoch + 1) % preview_every == 0 or epoch + 1 == cfg.epochs):
-                on_preview(epoch + 1, *preview_rollout(model, data, val_idx[0], device))
+                on_preview(epoch + 1, *preview_rollout(averaged, data, val_idx[0], device))
             with open(out / LOG_FILE, "a") as log:
                 log.write(json.dumps(record) + "\n")
                 log.flush()

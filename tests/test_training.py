@@ -9,8 +9,9 @@ import torch
 from crane_viz.checkpoint import load_checkpoint
 from crane_viz.cli import main
 from crane_viz.dataset import DatasetSpec, generate, load_dataset
-from crane_viz.errors import DatasetError, InputError
-from crane_viz.training import TrainConfig, augment, curriculum_horizon, train, window_of
+from crane_viz.errors import DatasetError, InputError, TrainingDiverged
+from crane_viz.training import (VARIANCE_FLOOR, TrainConfig, augment, curriculum_horizon, energy_rise,
+                                frame_weights, train, window_of)
 
 SPEC = DatasetSpec(sequences=6, frames=5, size=16, batch=3, seed=100)
 CFG = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=3)
@@ -222,3 +223,74 @@ def test_max_frames_and_keeping_the_last_epoch(data, tmp_path):
         train(data, tmp_path / "bad", TrainConfig(model="tiny-2d", epochs=1, keep="first"))
     with pytest.raises(InputError, match="--max-frames"):
         train(data, tmp_path / "bad2", TrainConfig(model="tiny-2d", epochs=1, max_frames=1))
+
+
+def test_variance_frame_weights_lift_the_linear_regime():
+    """A frame with 100× smaller deviations gets ≈ 100× the weight (above the 1e-4 floor)."""
+    small = 0.5 + 0.05 * torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    large = 0.5 + 0.5 * (small - 0.5) / 0.05 * 0.5
+    frames = torch.cat([small, large])
+    assert torch.equal(frame_weights(frames, "uniform"), torch.ones(2))
+    w = frame_weights(frames, "variance")
+    ratio = (large.var() + VARIANCE_FLOOR) / (small.var() + VARIANCE_FLOOR)
+    torch.testing.assert_close(w[0] / w[1], ratio, rtol=1e-5, atol=0)
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+
+
+def test_energy_rise_is_zero_for_cahn_hilliard_steps_and_positive_for_roughening():
+    """The reference solver's frame lowers F/V (no rise); adding noise raises it."""
+    from crane_viz.engines import make_solver
+    from crane_viz.initial import perlin_field
+    from crane_viz.presets import get_preset
+
+    preset = get_preset("coherent-2d")
+    eta = torch.tensor([0.006, 0.01])
+    phi0 = torch.stack([torch.as_tensor(perlin_field(32, 2, mean=m, amplitude=0.1, cells=4, seed=s),
+                                        dtype=torch.float32) for m, s in ((0.5, 1), (0.4, 2))])
+    solver = make_solver("spectral", preset, misfit=eta)
+    state = solver.init_state(phi0)
+    for _ in range(3):
+        state = solver.step(state)
+    after = solver.step(state).phi
+    assert energy_rise(state.phi[:, None], after[:, None], eta, preset) == 0
+    noisy = after + 0.05 * torch.randn(after.shape, generator=torch.Generator().manual_seed(1))
+    assert energy_rise(state.phi[:, None], noisy[:, None], eta, preset) > 0.01
+
+
+def test_campaign_options_resume_exactly_and_keep_snapshots(data, tmp_path):
+    """EMA, cosine schedule, variance weights, the rise penalty, frame-0 windows and snapshots:
+    an interrupted run resumed gives the same weights (raw and averaged) as an uninterrupted one."""
+    cfg = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=5, window=3, first_window=0.5,
+                      frame_weight="variance", rise_weight=10.0, ema=0.9, schedule="cosine",
+                      snapshot_every=1)
+    train(data, tmp_path / "full", cfg)
+    train(data, tmp_path / "part", TrainConfig(**{**cfg.__dict__, "epochs": 1}))
+    state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    state["config"] = json.dumps(cfg.__dict__)
+    torch.save(state, tmp_path / "part" / "train_state.pt")
+    train(data, tmp_path / "part", cfg, resume=True)
+    a = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    for part in ("model", "ema"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-6)
+    assert not torch.equal(a["model"]["head.4.weight"], a["ema"]["head.4.weight"])
+    snap = load_checkpoint(tmp_path / "full" / "epochs" / "0002")
+    for k, v in snap.model.state_dict().items():  # the snapshot holds the averaged weights
+        torch.testing.assert_close(v, a["ema"][k], rtol=0, atol=0)
+    log = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == [pytest.approx(2e-3), pytest.approx(1e-4)]
+    assert 0 < log[0]["hours"] < log[1]["hours"] and snap.config["metrics"]["train_hours"] == log[1]["hours"]
+
+
+def test_a_non_finite_loss_stops_training_and_saves_nothing(data, tmp_path, capsys):
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        train(data, tmp_path / "nan", TrainConfig(model="tiny-2d", epochs=1, batch=3, grad_weight=float("nan")))
+    assert not (tmp_path / "nan" / "best").exists()
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "nan2"), "--model", "tiny-2d",
+                 "--epochs", "1", "--batch", "3", "--grad-weight", "nan"])
+    assert code == 2 and "training diverged" in capsys.readouterr().err
+    for bad, message in ((dict(frame_weight="loud"), "--frame-weight"), (dict(ema=1.0), "--ema"),
+                         (dict(schedule="step"), "--schedule"), (dict(first_window=2.0), "--first-window")):
+        with pytest.raises(InputError, match=message):
+            train(data, tmp_path / "bad", TrainConfig(model="tiny-2d", epochs=1, **bad))

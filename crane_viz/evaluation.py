@@ -2,10 +2,13 @@
 
 Cases are freshly generated with seeds disjoint from training (base 1 000 000 by default); the
 surrogate and the preset's reference solver run them batched from the same initial fields.
+`protocol_spec("paper", dim)` gives the papers' protocol: 2D at 128² over a 100-τ horizon and to
+500 τ, 3D at 64³ against FD over 100 τ (fewer cases than the papers, to fit on a CPU).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -16,6 +19,8 @@ from . import metrics
 from .checkpoint import Checkpoint
 from .dataset import DatasetSpec, sample_case
 from .engines import make_solver
+from .engines.base import diverged
+from .errors import InputError
 from .initial import as_batch, perlin_field
 from .surrogate import SurrogateEngine, downsample
 
@@ -31,6 +36,39 @@ class EvalSpec:
     phase_frames: int = 100  # frames τ at which the phase is classified (2D paper: 100 τ)
     batch: int = 16
     seed: int = 1_000_000  # base seed, disjoint from training seeds
+
+    def __post_init__(self):
+        low = {"cases": 1, "size": 8, "horizon": 1, "extrapolate": 1, "ensemble": 1,
+               "phase_points": 0, "phase_frames": 1, "batch": 1, "seed": 0}
+        for key, bound in low.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < bound:
+                raise InputError(f"--{key.replace('_', '-')} must be an integer ≥ {bound}, not {value!r}")
+        if self.size > 1024:
+            raise InputError(f"--size must be ≤ 1024, not {self.size}")
+
+
+PROTOCOLS = {
+    # the defaults above: a quick check at 64² on training-like cases
+    ("quick", 2): {}, ("quick", 3): {},
+    # 2D paper: 128², 100-frame training horizon, extrapolation to 500 τ, phase at 100 τ
+    ("paper", 2): dict(cases=24, size=128, horizon=100, extrapolate=5, ensemble=12,
+                       phase_points=100, phase_frames=100, batch=12),
+    # 3D paper: 64³ against the FD reference over 100 τ (200 frames of τ = 0.5)
+    ("paper", 3): dict(cases=4, size=64, horizon=200, extrapolate=1, ensemble=4,
+                       phase_points=0, phase_frames=100, batch=4),
+}
+# times τ at which F/V and L(t) errors, RMSE, SSIM and the domains' alignment are reported
+REPORT_TIMES = {2: (10, 50, 90, 100, 200, 500), 3: (5, 10, 25, 50, 90, 100)}
+SNAPSHOT_TIMES = {2: (90, 100, 200), 3: (50, 90, 100)}  # RMSE, SSIM and alignment here
+ETA_BINS = (0.0, 0.003, 0.006, 0.009, 0.0121)  # alignment reported per η bin (fractions)
+
+
+def protocol_spec(name: str, dim: int, **overrides) -> EvalSpec:
+    """The EvalSpec of a named protocol ("quick" or "paper") for a 2D or 3D checkpoint."""
+    if (name, dim) not in PROTOCOLS:
+        raise InputError(f"--protocol must be one of {sorted({n for n, _ in PROTOCOLS})}, not {name!r}")
+    return EvalSpec(**{**PROTOCOLS[(name, dim)], **overrides})
 
 
 def run_pair(ckpt: Checkpoint, phi0: torch.Tensor, eta: torch.Tensor, frames: int, device,
@@ -63,13 +101,22 @@ def heldout_cases(ckpt: Checkpoint, spec: EvalSpec, count: int, seed: int):
     return cases, as_batch(fields), torch.tensor([c["eta"] for c in cases])
 
 
+def frame_at(time: float, frame_time: float) -> int:
+    """Index (0-based, frame 1 first) of the frame at `time` in a rollout of step `frame_time`."""
+    return int(round(time / frame_time)) - 1
+
+
 def accuracy(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
-    """MAE(t), interface-measure error, mass drift and stable length over held-out cases."""
+    """Per-frame MAE, interface-measure, F/V and L(t) errors, mass drift, stable length and the
+    largest free-energy rise over held-out cases; RMSE, SSIM and alignment at fixed times."""
     cases, phi0, eta = heldout_cases(ckpt, spec, spec.cases, spec.seed)
     frames = spec.horizon * spec.extrapolate
-    dim, preset = ckpt.dim, ckpt.preset
-    mae = np.full((spec.cases, frames), np.nan)
-    ierr = np.full((spec.cases, frames), np.nan)
+    dim, preset, tau = ckpt.dim, ckpt.preset, ckpt.frame_time
+    series = {k: np.full((spec.cases, frames), np.nan)
+              for k in ("mae", "interface_error", "f_sur", "f_ref", "l_sur", "l_ref")}
+    snap_times = [t for t in SNAPSHOT_TIMES[dim] if 0 <= frame_at(t, tau) < frames]
+    snaps = {k: np.full((spec.cases, len(snap_times)), np.nan)
+             for k in ("rmse", "ssim", "align_sur", "align_ref")}
     drift = np.zeros(spec.cases)
     stable = np.full(spec.cases, frames)
     mean0 = metrics.mean_composition(downsample(phi0, ckpt.grid_scale), dim).numpy()
@@ -78,25 +125,126 @@ def accuracy(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
     def every(i0, sur, ref):
         k = t["i"] % frames
         b = slice(i0, i0 + sur.shape[0])
-        mae[b, k] = metrics.mae(ref, sur, dim).cpu().numpy()
+        e = eta[b].to(sur.device)
+        series["mae"][b, k] = metrics.mae(ref, sur, dim).cpu().numpy()
         iref = metrics.interface_measure(ref, preset).cpu().numpy()
         isur = metrics.interface_measure(sur, preset).cpu().numpy()
-        ierr[b, k] = np.abs(isur - iref) / np.maximum(iref, 1e-12)
+        series["interface_error"][b, k] = np.abs(isur - iref) / np.maximum(iref, 1e-12)
+        for name, field in (("sur", sur), ("ref", ref)):
+            series[f"f_{name}"][b, k] = metrics.energy(field.double(), preset, e.double(),
+                                                       spacing=ckpt.grid_scale)["total"].cpu().numpy()
+            series[f"l_{name}"][b, k] = metrics.characteristic_length(field.double(), dim).cpu().numpy()
         drift[b] = np.maximum(drift[b], np.abs(metrics.mean_composition(sur, dim).cpu().numpy() - mean0[b]))
-        bad = (~torch.isfinite(sur).flatten(1).all(1) | (sur.flatten(1).abs().max(1).values > 2)).cpu().numpy()
+        bad = diverged(sur).cpu().numpy()
         stable[b] = np.where(bad & (stable[b] == frames), k, stable[b])
+        if k in [frame_at(x, tau) for x in snap_times]:
+            j = [frame_at(x, tau) for x in snap_times].index(k)
+            snaps["rmse"][b, j] = metrics.rmse(ref, sur, dim).cpu().numpy()
+            snaps["ssim"][b, j] = metrics.ssim(ref, sur, dim).cpu().numpy()
+            snaps["align_sur"][b, j] = metrics.axis_anisotropy(sur, dim).cpu().numpy()
+            snaps["align_ref"][b, j] = metrics.axis_anisotropy(ref, dim).cpu().numpy()
         t["i"] += 1
     run_pair(ckpt, phi0, eta, frames, device, spec.batch, every)
     h = spec.horizon
-    return {
+    mae, ierr = series["mae"], series["interface_error"]
+    out = {
         "frames": frames, "mae": quartiles(mae), "interface_error": quartiles(ierr),
         "mae_median_within_horizon": float(np.nanmedian(mae[:, :h])),
         "mae_median_at_horizon": float(np.nanmedian(mae[:, h - 1])),
         "mae_median_at_end": float(np.nanmedian(mae[:, -1])),
         "interface_error_median_within_horizon": float(np.nanmedian(ierr[:, :h])),
         "max_mass_drift": float(drift.max()), "min_stable_frames": int(stable.min()),
+        "max_energy_rise": largest_energy_rise(series["f_sur"]),
+        "reference_max_energy_rise": largest_energy_rise(series["f_ref"]),
+        "at_times": at_times(series, dim, tau, frames),
+        "snapshots": snapshot_summary(snaps, snap_times, eta.numpy()),
         "cases": [dict(c, eta=float(c["eta"])) for c in cases],
     }
+    return out
+
+
+def largest_energy_rise(f: np.ndarray) -> float:
+    """max over cases and frames of (F(t) − min_{s ≤ t} F(s)) / |F(first frame)|.
+
+    Cahn–Hilliard flow never raises F; anything above round-off is a surrogate error.
+    """
+    running_min = np.fmin.accumulate(f, axis=1)
+    rise = (f - running_min) / np.abs(f[:, :1])
+    return float(np.nanmax(rise)) if np.isfinite(rise).any() else float("nan")
+
+
+def at_times(series: dict, dim: int, tau: float, frames: int) -> dict:
+    """Relative F/V and L(t) errors |sur − ref| / ref (median, IQR over cases) at REPORT_TIMES."""
+    out = {}
+    for time in REPORT_TIMES[dim]:
+        k = frame_at(time, tau)
+        if not 0 <= k < frames:
+            continue
+        row = {}
+        for key in ("f", "l"):
+            rel = np.abs(series[f"{key}_sur"][:, k] - series[f"{key}_ref"][:, k]) / np.abs(series[f"{key}_ref"][:, k])
+            q1, med, q3 = np.nanpercentile(rel, [25, 50, 75])
+            row[{"f": "energy", "l": "length"}[key]] = {"q1": float(q1), "median": float(med), "q3": float(q3)}
+        row["mae_median"] = float(np.nanmedian(series["mae"][:, k]))
+        out[f"{time:g}"] = row
+    return out
+
+
+def snapshot_summary(snaps: dict, times: list, eta: np.ndarray) -> dict:
+    """Median RMSE and SSIM, and the alignment of surrogate vs reference per η bin, per time."""
+    out = {}
+    for j, time in enumerate(times):
+        bins = []
+        for lo, hi in zip(ETA_BINS[:-1], ETA_BINS[1:]):
+            inside = (eta >= lo) & (eta < hi)
+            if not inside.any():
+                continue
+            sur, ref = snaps["align_sur"][inside, j], snaps["align_ref"][inside, j]
+            bins.append({"eta": [lo, min(hi, 0.012)], "cases": int(inside.sum()),
+                         "surrogate": float(np.nanmedian(sur)), "reference": float(np.nanmedian(ref)),
+                         "gap": float(abs(np.nanmedian(sur) - np.nanmedian(ref)))})
+        out[f"{time:g}"] = {"rmse_median": float(np.nanmedian(snaps["rmse"][:, j])),
+                            "ssim_median": float(np.nanmedian(snaps["ssim"][:, j])),
+                            "alignment": bins,
+                            "alignment_max_gap": max((b["gap"] for b in bins), default=float("nan"))}
+    return out
+
+
+LINEAR_MODES = {2: {"<10>": (4, 0), "<11>": (3, 3)}, 3: {"<100>": (4, 0, 0), "<111>": (2, 2, 2)}}
+
+
+def linear_response(ckpt: Checkpoint, device, size: int = 64, amplitude: float = 1e-3,
+                    mean: float = 0.5, frames: int = 3) -> dict:
+    """Growth per frame of small single modes (frames 2 → 3): surrogate vs reference.
+
+    The dispersion relation σ(k, n, η) = −k²(w″(⟨φ⟩) + ε k² + η² trB(n)) decides which
+    orientation wins the early, linear regime; a surrogate that grows the elastically hard
+    direction like the soft one cannot align its domains. Modes: |k| ≈ 0.39 along an axis and
+    ≈ 0.42 along a diagonal of a 64² (64³) box.
+    """
+    dim = ckpt.dim
+    etas = (0.0, 0.006, 0.01) if ckpt.model_config.conditions else (0.0,)
+    size = size if dim == 2 else size // 2
+    modes = {name: tuple(w * size // 64 if dim == 2 else w * size // 32 for w in wave)
+             for name, wave in LINEAR_MODES[dim].items()}
+    grid = torch.meshgrid(*[torch.arange(size, dtype=torch.float64)] * dim, indexing="ij")
+    rows = []
+    for name, wave in modes.items():
+        phase = sum(2 * math.pi * w * x / size for w, x in zip(wave, grid))
+        field = (mean + amplitude * torch.cos(phase)).float()
+        phi0 = field.expand(len(etas), *field.shape).contiguous()
+        amps = {"surrogate": [], "reference": []}
+
+        def every(i0, sur, ref, wave=wave, amps=amps):
+            amps["surrogate"].append(metrics.mode_amplitude(sur, wave).cpu())
+            amps["reference"].append(metrics.mode_amplitude(ref, wave).cpu())
+        run_pair(ckpt, phi0, torch.tensor(etas, dtype=torch.float32), frames, device, len(etas), every)
+        for i, e in enumerate(etas):
+            growth = {k: float(v[-1][i] / v[-2][i]) for k, v in amps.items()}
+            rows.append({"mode": name, "wave": list(wave), "k": float(2 * math.pi * math.sqrt(sum(w * w for w in wave)) / size),
+                         "eta": e, **growth})
+    return {"frames": frames, "amplitude": amplitude, "mean": mean, "modes": rows,
+            "max_relative_error": max(abs(r["surrogate"] - r["reference"]) / r["reference"] for r in rows)}
 
 
 def ensemble_energy(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
@@ -163,11 +311,16 @@ def phase_agreement(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
 
 
 def evaluate(ckpt: Checkpoint, spec: EvalSpec, device="cpu",
-             progress: Callable[[str], None] | None = None) -> dict:
-    """All measures; a JSON-ready summary."""
+             progress: Callable[[str], None] | None = None, protocol: str = "custom") -> dict:
+    """All measures; a JSON-ready summary (with the wall time and thread count it took)."""
+    import time
+
     note = progress or (lambda _: None)
-    out = {"checkpoint": ckpt.name, "spec": asdict(spec), "frame_time": ckpt.frame_time,
-           "grid_scale": ckpt.grid_scale}
+    started = time.perf_counter()
+    out = {"checkpoint": ckpt.name, "dim": ckpt.dim, "protocol": protocol, "spec": asdict(spec),
+           "frame_time": ckpt.frame_time, "grid_scale": ckpt.grid_scale}
+    note("linear response of single modes")
+    out["linear_response"] = linear_response(ckpt, device)
     note("held-out accuracy")
     out["accuracy"] = accuracy(ckpt, spec, device)
     note("ensemble free energy")
@@ -175,6 +328,7 @@ def evaluate(ckpt: Checkpoint, spec: EvalSpec, device="cpu",
     if ckpt.dim == 2 and spec.phase_points > 0:
         note("phase classification")
         out["phase"] = phase_agreement(ckpt, spec, device)
+    out["wall_seconds"], out["threads"] = time.perf_counter() - started, torch.get_num_threads()
     return out
 
 
@@ -213,9 +367,57 @@ def figures(summary: dict, folder) -> list:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     written.append(path)
+    written.append(protocol_figure(summary, folder / "protocol.png"))
     if "phase" in summary:
         written.append(phase_figure(summary["phase"], folder / "phase.png"))
     return written
+
+
+def protocol_figure(summary: dict, path):
+    """F/V and L(t) relative errors at fixed times, alignment per η bin, single-mode growth."""
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    acc, lin = summary["accuracy"], summary["linear_response"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    times = [float(t) for t in acc["at_times"]]
+    for key, color in (("energy", "C3"), ("length", "C0")):
+        rows = [acc["at_times"][t][key] for t in acc["at_times"]]
+        med = np.array([r["median"] for r in rows])
+        err = np.array([[r["median"] - r["q1"] for r in rows], [r["q3"] - r["median"] for r in rows]])
+        axes[0].errorbar(times, 100 * med, yerr=100 * err, marker="o", color=color, capsize=3,
+                         label={"energy": "F/V", "length": "L(t)"}[key])
+    axes[0].axhline(5, color="k", ls=":", lw=1, label="5 % target")
+    axes[0].set_xscale("log"), axes[0].set_xlabel("t"), axes[0].set_ylabel("relative error (%)")
+    axes[0].legend(fontsize=8), axes[0].set_title("surrogate vs reference (median, IQR)", fontsize=9)
+    snaps = acc["snapshots"]
+    if snaps:
+        time = "100" if "100" in snaps else next(iter(snaps))
+        bins = snaps[time]["alignment"]
+        x = np.arange(len(bins))
+        axes[1].bar(x - 0.2, [b["reference"] for b in bins], 0.4, color="C0", label="reference")
+        axes[1].bar(x + 0.2, [b["surrogate"] for b in bins], 0.4, color="C3", label="surrogate")
+        axes[1].set_xticks(x, [f"{100 * b['eta'][0]:.1f}–{100 * b['eta'][1]:.1f} %" for b in bins], fontsize=8)
+        axes[1].set_ylabel("axis anisotropy of S(q)"), axes[1].set_xlabel("η")
+        axes[1].set_title(f"domain alignment at {time} τ", fontsize=9), axes[1].legend(fontsize=8)
+    else:
+        axes[1].text(0.5, 0.5, "no alignment time within this rollout", ha="center", va="center",
+                     transform=axes[1].transAxes)
+    labels = [f"{r['mode']} η={100 * r['eta']:.1f}%" for r in lin["modes"]]
+    x = np.arange(len(labels))
+    axes[2].bar(x - 0.2, [r["reference"] for r in lin["modes"]], 0.4, color="C0", label="reference")
+    axes[2].bar(x + 0.2, [r["surrogate"] for r in lin["modes"]], 0.4, color="C3", label="surrogate")
+    axes[2].axhline(1, color="k", lw=0.8)
+    axes[2].set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    axes[2].set_ylabel("growth per frame"), axes[2].legend(fontsize=8)
+    axes[2].set_title("linear response of single modes", fontsize=9)
+    fig.suptitle(f"{summary['checkpoint']}: {summary.get('protocol', 'quick')} protocol", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
 
 
 def phase_figure(phase: dict, path):

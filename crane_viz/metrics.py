@@ -176,3 +176,59 @@ def spinodal_line(preset: Preset, means=None):
     """(⟨φ⟩ values, η_max(⟨φ⟩)) of the analytic spinodal for the phase diagram (physics.md §6)."""
     means = np.linspace(0.0, 1.0, 401) if means is None else np.asarray(means, dtype=np.float64)
     return means, spinodal_misfit(means, preset)
+
+
+# --------------------------------------------------------------------------- alignment, similarity
+
+def axis_anisotropy(phi: torch.Tensor, dim: int) -> torch.Tensor:
+    """(P_axes − P_diagonals) / (P_axes + P_diagonals) of the structure factor |θ̂(q)|².
+
+    A wave vector counts as axial when it lies within 22.5° of a ⟨10⟩ (⟨100⟩) axis, else as
+    diagonal; q = 0 and the spectrum's corners beyond the Nyquist disc (all diagonal) are left
+    out, so the two sectors have equal area. ≈ 0 for isotropic patterns, → 1 for domains aligned with the
+    axes (the coherent spinodal at large η), → −1 for diagonal ones.
+    """
+    shape = tuple(phi.shape[-dim:])
+    theta = phi - phi.mean(dim=spatial_dims(dim), keepdim=True)
+    power = torch.fft.fftn(theta.double(), dim=spatial_dims(dim)).abs().flatten(-dim) ** 2
+    qs = torch.meshgrid(*[torch.fft.fftfreq(n, dtype=torch.float64, device=phi.device) for n in shape],
+                        indexing="ij")
+    q = torch.stack([k.flatten() for k in qs])
+    norm = q.norm(dim=0)
+    cos_axis = q.abs().max(dim=0).values / norm.clamp_min(1e-300)  # cosine to the nearest axis
+    inside = (norm > 0) & (norm <= 0.5)
+    axial = (cos_axis >= math.cos(math.radians(22.5))) & inside
+    diagonal = ~axial & inside
+    pa, pd = (power * axial).sum(-1), (power * diagonal).sum(-1)
+    return ((pa - pd) / (pa + pd).clamp_min(1e-300)).to(phi.dtype)
+
+
+def _gaussian_blur(x: torch.Tensor, dim: int, sigma: float = 1.5, radius: int = 5) -> torch.Tensor:
+    """Separable periodic Gaussian filter of (B, *grid) along each spatial axis."""
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = weights / weights.sum()
+    for ax in spatial_dims(dim):
+        x = sum(wgt * torch.roll(x, int(o), ax) for o, wgt in zip(offsets.tolist(), weights))
+    return x
+
+
+def ssim(phi: torch.Tensor, phi_hat: torch.Tensor, dim: int, data_range: float = 1.0) -> torch.Tensor:
+    """Mean structural similarity (Wang et al. 2004: Gaussian window σ = 1.5, K1 = 0.01,
+    K2 = 0.03) with periodic boundaries; 1 for identical fields."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    a, b = phi.double(), phi_hat.double()
+    mu_a, mu_b = _gaussian_blur(a, dim), _gaussian_blur(b, dim)
+    var_a = _gaussian_blur(a * a, dim) - mu_a**2
+    var_b = _gaussian_blur(b * b, dim) - mu_b**2
+    cov = _gaussian_blur(a * b, dim) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return spatial_mean(s, dim).to(phi.dtype)
+
+
+def mode_amplitude(phi: torch.Tensor, wave: tuple[int, ...]) -> torch.Tensor:
+    """|θ̂(k)| / N of the Fourier mode with integer wave numbers `wave` (k = 2π wave / size)."""
+    dim = len(wave)
+    spectrum = torch.fft.fftn(phi.double(), dim=spatial_dims(dim))
+    index = (Ellipsis, *(w % n for w, n in zip(wave, phi.shape[-dim:])))
+    return (spectrum[index].abs() / math.prod(phi.shape[-dim:])).to(phi.dtype)

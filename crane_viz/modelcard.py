@@ -23,6 +23,40 @@ PAPER_3D = {  # crnn-3d-cahn-hilliard (64³ FD data, model at 32³, 10 ch 3³)
 }
 
 
+def protocol_rows(summary: dict, dim: int) -> list[tuple[str, str, str]]:
+    """(measure, value, target) rows of the measures users see: F/V and L(t) errors, alignment,
+    free-energy rise, RMSE/SSIM at fixed times and the single-mode growth."""
+    acc, rows = summary["accuracy"], []
+    if "at_times" not in acc:
+        return rows
+    target = "within 5 %" if dim == 2 else "within 5.5 %"
+    for time, row in acc["at_times"].items():
+        rows.append((f"F/V and L(t) rel. error at {time} τ (median [IQR])",
+                     " / ".join(f"{100 * row[k]['median']:.1f} % [{100 * row[k]['q1']:.1f}, {100 * row[k]['q3']:.1f}]"
+                                for k in ("energy", "length")), target))
+    for time, snap in acc["snapshots"].items():
+        rows.append((f"RMSE / SSIM at {time} τ (median)", f"{snap['rmse_median']:.3f} / {snap['ssim_median']:.3f}", "—"))
+        if dim == 2 and snap["alignment"]:
+            bins = "; ".join(f"{100 * b['eta'][0]:.1f}–{100 * b['eta'][1]:.1f} %: {b['surrogate']:+.2f} vs {b['reference']:+.2f}"
+                             for b in snap["alignment"])
+            rows.append((f"domain alignment at {time} τ, surrogate vs reference per η bin", bins,
+                         "within 0.1 in every bin"))
+    rows.append(("largest free-energy rise along a rollout (of F(0); reference)",
+                 f"{100 * acc['max_energy_rise']:.2f} % ({100 * acc['reference_max_energy_rise']:.2f} %)", "≤ 0.1 %"))
+    lin = summary.get("linear_response")
+    if lin:
+        grow = "; ".join(f"{r['mode']} η={100 * r['eta']:.1f} %: {r['surrogate']:.3f} vs {r['reference']:.3f}"
+                         for r in lin["modes"])
+        rows.append((f"single-mode growth per frame, surrogate vs reference (max rel. error "
+                     f"{100 * lin['max_relative_error']:.0f} %)", grow, "σ(k, n, η) of the reference"))
+    return rows
+
+
+def protocol_lines(summary: dict) -> list[str]:
+    """The protocol rows as plain lines for the terminal."""
+    return [f"{a}: {b} (target {c})" for a, b, c in protocol_rows(summary, summary["dim"])]
+
+
 def training_summary(log_path: Path | None) -> dict:
     """Epochs, wall time and the best epoch from a run's log.jsonl (empty when absent)."""
     from .training import read_log
@@ -61,8 +95,12 @@ def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str, notes:
         rows.append(("late-time exponent of F/V(t) (surrogate / reference)",
                      f"{ens['coarsening_exponent_surrogate']:.3f} / {ens['coarsening_exponent_reference']:.3f}",
                      "−1/3"))
+    rows += protocol_rows(summary, ckpt.dim)
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     hours = log.get("wall_seconds", float("nan")) / 3600
+    protocol = summary.get("protocol", "quick")
+    wall = summary.get("wall_seconds")
+    took = f", {wall / 60:.0f} min with {summary.get('threads')} threads" if wall else ""
     return f"""# {ckpt.name}
 
 CRNN surrogate of the `{ckpt.preset.name}` preset ({ckpt.preset.description}).
@@ -82,8 +120,9 @@ CRNN surrogate of the `{ckpt.preset.name}` preset ({ckpt.preset.description}).
 
 ## Evaluation (held-out seeds from {spec['seed']}, disjoint from training)
 
-Produced by `{command}` ({spec['cases']} cases at {spec['size']} points per side, horizon {horizon} frames,
-ensemble of {spec['ensemble']} at ⟨φ⟩ = 0.5, η = {100 * ens['eta']:.1f} %). The papers' figures are for their
+Produced by `{command}` (protocol `{protocol}`: {spec['cases']} cases at {spec['size']} points per side,
+horizon {horizon} frames, to {horizon * spec['extrapolate']} frames, ensemble of {spec['ensemble']} at ⟨φ⟩ = 0.5,
+η = {100 * ens['eta']:.1f} %{took}). The papers' figures are for their
 larger models, grids and datasets; ours come from a CPU-sized model and dataset.
 
 | measure | this checkpoint | paper |
@@ -91,6 +130,7 @@ larger models, grids and datasets; ours come from a CPU-sized model and dataset.
 {table}
 
 ![evaluation](evaluation.png)
+{"![protocol](protocol.png)" if "linear_response" in summary else ""}
 {notes}"""
 
 

@@ -27,6 +27,20 @@ class State:
                        hidden=hidden)
 
 
+BLOW_UP_RANGE = (-1.0, 2.0)  # φ lives in about [0, 1]; outside this band an engine has diverged
+
+
+def diverged(phi: torch.Tensor) -> torch.Tensor:
+    """(B,) True where a (B, *grid) field has a non-finite value or leaves BLOW_UP_RANGE.
+
+    The one divergence rule of every engine and caller (live session, CLI, evaluation, sweeps).
+    """
+    flat = phi.flatten(1)
+    lo, hi = BLOW_UP_RANGE
+    inside = (flat >= lo) & (flat <= hi)  # False for NaN
+    return ~inside.all(dim=1)
+
+
 @runtime_checkable
 class Engine(Protocol):
     """An evolution engine. `step` advances one frame τ; tensors are (batch, *grid) on any device."""

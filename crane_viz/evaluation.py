@@ -382,15 +382,19 @@ def protocol_figure(summary: dict, path):
     acc, lin = summary["accuracy"], summary["linear_response"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     times = [float(t) for t in acc["at_times"]]
-    for key, color in (("energy", "C3"), ("length", "C0")):
-        rows = [acc["at_times"][t][key] for t in acc["at_times"]]
-        med = np.array([r["median"] for r in rows])
-        err = np.array([[r["median"] - r["q1"] for r in rows], [r["q3"] - r["median"] for r in rows]])
-        axes[0].errorbar(times, 100 * med, yerr=100 * err, marker="o", color=color, capsize=3,
-                         label={"energy": "F/V", "length": "L(t)"}[key])
-    axes[0].axhline(5, color="k", ls=":", lw=1, label="5 % target")
-    axes[0].set_xscale("log"), axes[0].set_xlabel("t"), axes[0].set_ylabel("relative error (%)")
-    axes[0].legend(fontsize=8), axes[0].set_title("surrogate vs reference (median, IQR)", fontsize=9)
+    if times:
+        for key, color in (("energy", "C3"), ("length", "C0")):
+            rows = [acc["at_times"][t][key] for t in acc["at_times"]]
+            med = np.array([r["median"] for r in rows])
+            err = np.array([[r["median"] - r["q1"] for r in rows], [r["q3"] - r["median"] for r in rows]])
+            axes[0].errorbar(times, 100 * med, yerr=100 * err, marker="o", color=color, capsize=3,
+                             label={"energy": "F/V", "length": "L(t)"}[key])
+        axes[0].axhline(5, color="k", ls=":", lw=1, label="5 % target")
+        axes[0].set_xscale("log"), axes[0].set_xlabel("t"), axes[0].set_ylabel("relative error (%)")
+        axes[0].legend(fontsize=8), axes[0].set_title("surrogate vs reference (median, IQR)", fontsize=9)
+    else:
+        axes[0].text(0.5, 0.5, "no report time within this rollout", ha="center", va="center",
+                     transform=axes[0].transAxes)
     snaps = acc["snapshots"]
     if snaps:
         time = "100" if "100" in snaps else next(iter(snaps))

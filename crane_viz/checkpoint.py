@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -29,6 +30,8 @@ from .presets import PRESETS, Preset
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "weights.safetensors", "config.json", "MODEL_CARD.md"
 REQUIRED_KEYS = ("name", "model", "preset", "frame_time", "grid_scale")
+GRID_SCALES = (1, 2, 4)  # caller grid points per model grid point (the 3D paper: 2)
+MAX_CONFIG_BYTES = 1 << 20
 REPO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
@@ -191,7 +194,12 @@ def read_config(folder: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing checkpoint configuration")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, more than a configuration "
+                                  f"needs ({MAX_CONFIG_BYTES})")
         config = json.loads(path.read_text())
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a readable JSON configuration (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: not a readable JSON configuration ({exc})") from None
     if not isinstance(config, dict):
@@ -202,6 +210,11 @@ def read_config(folder: Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
+    if config["grid_scale"] not in GRID_SCALES or isinstance(config["grid_scale"], bool):
+        raise CheckpointError(f"{path}: grid_scale must be one of {GRID_SCALES}, not {config['grid_scale']!r}")
+    frame_time = config["frame_time"]
+    if not isinstance(frame_time, (int, float)) or not math.isfinite(frame_time) or frame_time <= 0:
+        raise CheckpointError(f"{path}: frame_time must be a positive number, not {frame_time!r}")
     return config
 
 

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from .engines import make_solver
+from .engines.base import BLOW_UP_RANGE, diverged
 from .errors import DatasetError, InputError
 from .initial import as_batch, perlin_field
-from .io import provenance
+from .io import check_output_path, provenance
 from .presets import get_preset
+from .settings import MAX_MISFIT, MAX_SEED, check_grid
 
 
 @dataclass(frozen=True)
@@ -42,19 +44,26 @@ class DatasetSpec:
     misfit_range: tuple[float, float] | None = None  # η range as a fraction (default: the preset's)
 
     def __post_init__(self):
-        if self.sequences < 1 or self.frames < 2 or self.size < 8 or self.batch < 1:
-            raise InputError("need sequences ≥ 1, frames ≥ 2, size ≥ 8 and batch ≥ 1")
-        for key in ("mean_range", "misfit_range"):
+        for key, low, high in (("sequences", 1, 1_000_000), ("frames", 2, 100_000), ("size", 8, 8192),
+                               ("batch", 1, 4096), ("seed", 0, MAX_SEED - self.sequences + 1)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise InputError(f"--{key} must be an integer in [{low}, {high}], not {value!r}")
+        for key, flag in (("mean_range", "--mean-range"), ("misfit_range", "--eta-range")):
             value = getattr(self, key)
             if value is not None:
                 object.__setattr__(self, key, tuple(float(v) for v in value))
                 lo, hi = getattr(self, key)
                 if not lo <= hi:
-                    raise InputError(f"{key} must be (low, high) with low ≤ high, not {value}")
+                    raise InputError(f"{flag} must be LO HI with LO ≤ HI, not {value}")
         if self.mean_range is not None and not 0 < self.mean_range[0] <= self.mean_range[1] < 1:
-            raise InputError(f"mean_range must lie strictly between 0 and 1, not {self.mean_range}")
-        if self.misfit_range is not None and self.misfit_range[0] < 0:
-            raise InputError(f"misfit_range must be ≥ 0, not {self.misfit_range}")
+            raise InputError(f"--mean-range must lie strictly between 0 and 1, not {self.mean_range}")
+        if self.misfit_range is not None and not 0 <= self.misfit_range[0] <= self.misfit_range[1] <= MAX_MISFIT:
+            raise InputError(f"--eta-range must lie within [0, {MAX_MISFIT}] (η as a fraction; "
+                             f"{100 * MAX_MISFIT:g} %), not {self.misfit_range}")
+        if not 0 <= self.amplitude_sigma <= 1:
+            raise InputError(f"amplitude_sigma must lie in [0, 1], not {self.amplitude_sigma}")
+        check_grid(self.size, get_preset(self.preset).dim, batch=self.batch)
 
 
 MEAN_RANGE_3D = (0.25, 0.75)  # 3D ⟨φ⟩: N(0.5, 0.1) clipped to this, bell shaped about 0.5
@@ -104,16 +113,19 @@ def generate(spec: DatasetSpec, out: str | Path, *, overwrite: bool = False,
     `workers` > 1 integrates batches in that many processes (one thread each); the cases do not
     depend on it, since every case is fixed by its own seed (fields agree to float32 rounding).
     """
-    out = Path(out)
+    out = check_output_path(out, overwrite)
     part = out.with_name(out.name + ".part")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it")
     preset = get_preset(spec.preset)
     if part.exists():
-        with h5py.File(part, "r") as f:
-            if json.loads(f.attrs["settings"]) != json.loads(json.dumps(asdict(spec))):
-                raise InputError(f"{part} holds an interrupted run with other settings; delete it "
-                                 "or repeat the same settings to continue it")
+        try:
+            with h5py.File(part, "r") as f:
+                saved = json.loads(f.attrs["settings"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{part}: an unreadable interrupted run ({exc.__class__.__name__}); "
+                             "delete it to start again") from None
+        if saved != json.loads(json.dumps(asdict(spec))):
+            raise InputError(f"{part} holds an interrupted run with other settings; delete it "
+                             "or repeat the same settings to continue it")
     else:
         _create(part, spec, preset.dim)
     solver_name = spec.solver or preset.solver
@@ -212,6 +224,11 @@ def load_dataset(path: str | Path) -> Dataset:
             if missing:
                 raise DatasetError(f"{path}: missing datasets {missing}; not a crane_viz dataset")
             s = f["phi"].shape[0]
+            if s == 0 or f["phi"].ndim < 2 or f["phi"].shape[1] < 2:
+                raise DatasetError(f"{path}: needs at least one sequence of at least 2 frames, "
+                                   f"phi has shape {f['phi'].shape}")
+            if f["phi"].dtype.kind != "f":
+                raise DatasetError(f"{path}: phi must hold floating-point values, not {f['phi'].dtype}")
             if any(f[k].shape != (s,) for k in REQUIRED[1:]):
                 raise DatasetError(f"{path}: per-sequence datasets do not match {s} sequences")
             if not f["done"][()].all():
@@ -230,4 +247,10 @@ def load_dataset(path: str | Path) -> Dataset:
         raise DatasetError(f"{path}: unreadable dataset ({exc})") from None
     if not torch.isfinite(phi).all():
         raise DatasetError(f"{path}: contains NaN or infinite values")
+    if diverged(phi.flatten(0, 1)).any():
+        lo, hi = BLOW_UP_RANGE
+        raise DatasetError(f"{path}: phi has values outside [{lo}, {hi}] (largest |φ| "
+                           f"{float(phi.abs().max()):.3g}); not a Cahn–Hilliard trajectory")
+    if not (torch.isfinite(eta).all() and (eta >= 0).all() and (eta <= MAX_MISFIT).all()):
+        raise DatasetError(f"{path}: eta must be finite and within [0, {MAX_MISFIT}] for every sequence")
     return Dataset(path, phi, eta, mean, attrs)

@@ -52,6 +52,13 @@ class Trajectory:
     def frames(self) -> int:
         return len(self.time)
 
+    def frame_index(self, frame: int) -> int:
+        """A frame number (negative counts from the end) checked against the run's frames."""
+        if not -self.frames <= frame < self.frames:
+            raise InputError(f"--frame must lie in [{-self.frames}, {self.frames - 1}] for this run of "
+                             f"{self.frames} frames, not {frame}")
+        return range(self.frames)[frame]
+
     @property
     def dim(self) -> int:
         return next(iter(self.fields.values())).ndim - 1
@@ -99,16 +106,34 @@ def load_trajectory(path: str | Path) -> Trajectory:
         raise InputError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
         raise InputError(f"{path}: not an HDF5 file")
-    with h5py.File(path, "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        if "phi" in f:
-            return Trajectory({"reference": f["phi"][()]}, f["time"][()], attrs=attrs)
-        fields = {k: f[k]["phi"][()] for k in PANELS if k in f}
-        if not fields:
-            raise InputError(f"{path}: no 'phi' or 'surrogate/phi' dataset; not a crane_viz run file")
-        time = f[next(iter(fields))]["time"][()]
-        metrics = {k: v[()] for k, v in f["metrics"].items()} if "metrics" in f else {}
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            groups = {"reference": f} if "phi" in f else {k: f[k] for k in PANELS if k in f}
+            if not groups:
+                raise InputError(f"{path}: no 'phi' or 'surrogate/phi' dataset; not a crane_viz run file")
+            fields = {k: _frames_of(path, g) for k, g in groups.items()}
+            if "time" not in next(iter(groups.values())):
+                raise InputError(f"{path}: no 'time' dataset beside phi; not a crane_viz run file")
+            time = np.asarray(next(iter(groups.values()))["time"][()], dtype=np.float64)
+            metrics = {k: v[()] for k, v in f["metrics"].items()} if "metrics" in f else {}
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: unreadable run file ({exc.__class__.__name__}: {exc})") from None
     return Trajectory(fields, time, metrics, attrs)
+
+
+def _frames_of(path: Path, group) -> np.ndarray:
+    """A group's `phi` as float32 frames × grid, checked: real numbers, 2D or 3D frames, ≥ 1 frame."""
+    phi = group["phi"]
+    if phi.dtype.kind not in "fiu":
+        raise InputError(f"{path}: phi holds {phi.dtype} values, not numbers")
+    if phi.ndim not in (3, 4):
+        raise InputError(f"{path}: phi must be frames × 2D or 3D grid, got shape {phi.shape}")
+    if phi.shape[0] == 0:
+        raise InputError(f"{path}: phi holds no frames")
+    return phi[()].astype(np.float32, copy=False)
 
 
 def write_h5(traj: Trajectory, path: str | Path) -> Path:
@@ -133,7 +158,7 @@ def write_vti(traj: Trajectory, path: str | Path, *, frame: int = -1, panel: str
     from vtkmodules.vtkCommonDataModel import vtkImageData
     from vtkmodules.vtkIOXML import vtkXMLImageDataWriter
 
-    phi = _panel(traj, panel)[frame]
+    phi = _panel(traj, panel)[traj.frame_index(frame)]
     grid = phi if phi.ndim == 3 else phi[..., None]
     image = vtkImageData()
     image.SetDimensions(*grid.shape)
@@ -362,7 +387,7 @@ def write_snapshot(traj: Trajectory, path: str | Path, *, frame: int = -1,
     """PNG of one frame (default: the last) with panels, caption and colour bar."""
     import imageio.v3 as iio
 
-    index = range(traj.frames)[frame]
+    index = traj.frame_index(frame)
     composer = FrameComposer(traj, style)
     try:
         img = composer.compose(index)
@@ -374,17 +399,23 @@ def write_snapshot(traj: Trajectory, path: str | Path, *, frame: int = -1,
     return path
 
 
-def export(traj: Trajectory, path: str | Path, *, fmt: str | None = None, frame: int = -1,
-           stride: int = 1, fps: float = 12.0, style: FrameStyle | None = None,
-           panel: str | None = None, progress: ProgressFn | None = None,
-           cancel: threading.Event | None = None) -> Path:
-    """One entry point for every format (taken from the suffix unless `fmt` is given)."""
+def export_target(path: str | Path, fmt: str | None = None) -> tuple[Path, str]:
+    """The file an export writes and its format: `fmt`, else the suffix; the suffix follows it."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if path.suffix.lower() != "." + fmt:
         path = path.with_suffix("." + fmt)
+    return path, fmt
+
+
+def export(traj: Trajectory, path: str | Path, *, fmt: str | None = None, frame: int = -1,
+           stride: int = 1, fps: float = 12.0, style: FrameStyle | None = None,
+           panel: str | None = None, progress: ProgressFn | None = None,
+           cancel: threading.Event | None = None) -> Path:
+    """One entry point for every format (taken from the suffix unless `fmt` is given)."""
+    path, fmt = export_target(path, fmt)
     if fmt in ("mp4", "gif"):
         return write_movie(traj, path, fps=fps, stride=stride, style=style, progress=progress,
                            cancel=cancel)

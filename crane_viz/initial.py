@@ -202,4 +202,8 @@ def check_field(arr: np.ndarray, name: str, *, dim: int | None = None,
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise InputError(f"{name}: contains NaN or infinite values")
+    mean = float(arr.mean())
+    if not 0 < mean < 1:
+        raise InputError(f"{name}: its mean composition ⟨φ⟩ = {mean:.4g} must lie strictly between "
+                         "0 and 1 (a uniform phase has nothing to decompose)")
     return arr

@@ -15,14 +15,48 @@ from . import __version__
 from .errors import InputError
 
 
-def check_output_path(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing file unless `overwrite`; the folder must exist."""
+def check_writable(folder: Path) -> None:
+    """The folder exists, is a folder, and a file can be created in it (probed, not guessed:
+    permissions alone do not tell for root or read-only mounts)."""
+    if not folder.exists():
+        raise InputError(f"folder {folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".crane_viz-probe.", dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot write into {folder} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_path(path: str | Path, overwrite: bool, companions=()) -> Path:
+    """`path` and each companion file written beside it (a PNG, a JSON summary) may be written:
+    none is a folder, none is replaced unless `overwrite`, and the folder takes new files."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise InputError(f"{path.parent} does not exist")
+    for target in (path, *map(Path, companions)):
+        if target.is_dir():
+            raise InputError(f"{target} is a folder; give a file name")
+        if target.exists() and not overwrite:
+            raise InputError(f"{target} exists; pass --overwrite to replace it")
+    check_writable(path.parent)
     return path
+
+
+def check_output_folder(folder: str | Path, overwrite: bool, names=()) -> Path:
+    """A folder to write `names` into: not a file, created where it may be, and none of the named
+    files replaced unless `overwrite`."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder")
+    existing = [n for n in names if (folder / n).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{folder} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    check_writable(parent)
+    return folder
 
 
 def project_root() -> Path:

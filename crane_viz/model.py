@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 HEADS = ("flux", "potential")
+MAX_CHANNELS, MAX_KERNEL, MAX_BLOCKS = 256, 9, 8  # far beyond the papers; bounds a hostile config
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,12 @@ class CRNNConfig:
     def __post_init__(self):
         if self.dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, not {self.dim!r}")
-        if not isinstance(self.kernel, int) or self.kernel < 1 or self.kernel % 2 != 1:
-            raise ValueError(f"kernel must be an odd positive integer, not {self.kernel!r}")
-        if self.channels < 1 or self.blocks < 1:
-            raise ValueError("channels and blocks must be positive")
+        if not isinstance(self.kernel, int) or not 1 <= self.kernel <= MAX_KERNEL or self.kernel % 2 != 1:
+            raise ValueError(f"kernel must be an odd integer from 1 to {MAX_KERNEL}, not {self.kernel!r}")
+        for key, bound in (("channels", MAX_CHANNELS), ("blocks", MAX_BLOCKS)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or not 1 <= value <= bound:
+                raise ValueError(f"{key} must be an integer from 1 to {bound}, not {value!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
         if len(self.condition_scales) != len(self.conditions):

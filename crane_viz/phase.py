@@ -79,20 +79,32 @@ def points_from_files(fields_path: str | Path, params_path: str | Path) -> list[
 
     The CSV's ⟨φ⟩ must match each field's own mean (the flow conserves it), to 1e-3.
     """
-    fields = np.load(fields_path, allow_pickle=False)
+    try:
+        fields = np.load(fields_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{fields_path}: not a readable .npy array of numbers ({exc})") from None
+    if fields.dtype.kind not in "fiu":
+        raise InputError(f"{fields_path}: holds {fields.dtype} values, not numbers")
     if fields.ndim != 3 or fields.shape[1] != fields.shape[2]:
         raise InputError(f"{fields_path}: need B × N × N fields, got shape {fields.shape}")
     if not np.isfinite(fields).all():
         raise InputError(f"{fields_path}: fields contain NaN or infinity")
-    with open(params_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(params_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{params_path}: not a readable CSV text file ({exc.__class__.__name__})") from None
     if not rows or not {"mean", "eta"} <= set(rows[0]):
         raise InputError(f"{params_path}: need a header with columns 'mean' and 'eta'")
     if len(rows) != len(fields):
         raise InputError(f"{params_path}: {len(rows)} rows for {len(fields)} fields")
     points = []
     for i, (phi, row) in enumerate(zip(fields, rows)):
-        mean, eta = float(row["mean"]), float(row["eta"])
+        try:
+            mean, eta = float(row["mean"]), float(row["eta"])
+        except (TypeError, ValueError):
+            raise InputError(f"{params_path}: row {i + 1} needs numbers in both 'mean' and 'eta', "
+                             f"got {row.get('mean')!r}, {row.get('eta')!r}") from None
         if abs(phi.mean() - mean) > 1e-3:
             raise InputError(f"{params_path}: row {i + 1} gives mean {mean} but field {i} has mean "
                              f"{phi.mean():.4f}")
@@ -173,9 +185,34 @@ def columns(s: SweepSettings) -> list[str]:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k in ("index", "seed") or k.endswith("_separated") else float(v))
-                 for k, v in row.items()} for row in csv.DictReader(f)]
+    """Finished rows of an interrupted sweep; a torn last row (the write that was cut off) is
+    dropped and recomputed, a damaged row before it is an InputError naming the file."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        raw = list(csv.DictReader(f))
+    rows = []
+    for i, row in enumerate(raw):
+        try:
+            rows.append({k: (int(v) if k in ("index", "seed") or k.endswith("_separated") else float(v))
+                         for k, v in row.items()})
+        except (TypeError, ValueError):
+            if i == len(raw) - 1:
+                break
+            raise InputError(f"{path}: row {i + 2} is damaged; delete the file to start the sweep again") from None
+    return rows
+
+
+def check_scheduler(address: str, timeout: float = 5.0) -> None:
+    """A Dask scheduler answers at `address` (tcp://host:port) within `timeout` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        with socket.create_connection((url.hostname, url.port or 8786), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s "
+                         f"({exc.__class__.__name__})") from None
 
 
 def _settings_key(s: SweepSettings, checkpoint: str, n_points: int, user: bool) -> dict:
@@ -196,6 +233,11 @@ def run_sweep(s: SweepSettings, checkpoint: str, out: str | Path, *, points: lis
     part, meta = out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if _checkpoint(checkpoint).dim != 2:
+        raise InputError(f"--checkpoint {checkpoint} is a {_checkpoint(checkpoint).dim}D model; phase "
+                         "diagrams classify 2D (⟨φ⟩, η) cases, so use a 2D checkpoint")
+    if scheduler not in (None, "local"):
+        check_scheduler(scheduler)
     user = points is not None
     points = sample_points(s) if points is None else points
     s.check()

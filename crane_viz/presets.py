@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+
+MAX_STEPS_PER_FRAME = 100_000  # inner solver steps per frame τ (the presets use 100 to 400)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,24 @@ class Preset:
     misfit_range: tuple = (0.0, 0.0)  # the range of η the paper sampled
     mean_range: tuple = (0.2, 0.8)  # the range of ⟨φ⟩ the paper sampled
     frames: int = 100  # frames per training sequence in the paper
+
+    def __post_init__(self):
+        """Bounds that keep a preset (possibly read from a checkpoint's config) runnable."""
+        if self.dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, not {self.dim!r}")
+        positive = {"interface_width": self.interface_width, "frame_time": self.frame_time,
+                    "mobility": self.mobility, **{f"time step {k}": v for k, v in self.time_steps.items()}}
+        for key, value in positive.items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{key} must be a positive finite number, not {value!r}")
+        for key in ("c11", "c12", "c44", "misfit"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, not {value!r}")
+        for solver, step in self.time_steps.items():
+            if self.frame_time / step > MAX_STEPS_PER_FRAME:
+                raise ValueError(f"time step {solver} = {step} gives {self.frame_time / step:.3g} steps per "
+                                 f"frame; at most {MAX_STEPS_PER_FRAME} are allowed")
 
     def time_step(self, solver: str) -> float:
         """Inner step δt of `solver` for this preset."""

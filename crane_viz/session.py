@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from .device import resolve_device
 from .engines.base import Engine, State
 from .presets import Preset
 from .surrogate import downsample
@@ -54,8 +55,7 @@ class Session:
     paused: bool = False
 
     def __post_init__(self):
-        if self.device is None:
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(self.device)
         if self.reference is not None and abs(self.reference.frame_time - self.surrogate.frame_time) > 1e-12:
             raise ValueError(f"frame times differ: surrogate τ = {self.surrogate.frame_time}, "
                              f"reference τ = {self.reference.frame_time}")

@@ -14,12 +14,15 @@ import numpy as np
 import param
 import torch
 
+from .device import resolve_device  # noqa: F401  (re-exported for the CLI)
 from .errors import InputError
 from .initial import cells_for_length, composition_gradient, load_field, perlin_field, slab, sphere
 from .presets import PRESETS, Preset, get_preset
 
 MAX_SIZE_3D = 256  # 3D grids above 256³ are refused: hours per frame on CPU, GBs per field
 PAPER_MAX_MISFIT = 0.012  # the 2D paper's largest η; larger values are accepted with a warning
+MAX_MISFIT = 0.05  # the largest η any command or the app accepts (5 %)
+MAX_SEED = 2**32 - 1  # seeds of the initial noise
 INIT_KINDS = ("perlin", "sphere", "slab", "gradient")
 WORK_ARRAYS = 24  # float32 fields of grid size an engine step keeps alive, for the memory check
 
@@ -34,13 +37,22 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; an unavailable 'cuda' is an InputError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
-    return torch.device(device)
+ACTIVATION_ARRAYS = 12  # grid-sized arrays per hidden channel a CRNN step keeps alive (gates, tanh)
+
+
+def check_grid(size: int, dim: int, *, arrays: float = WORK_ARRAYS, batch: int = 1) -> None:
+    """Refuse a grid that does not fit: 3D above MAX_SIZE_3D³, or `batch` × `arrays` float32
+    fields of size^dim above half this machine's memory. The message gives the largest side."""
+    if dim == 3 and size > MAX_SIZE_3D:
+        raise InputError(f"--size: 3D grids are limited to {MAX_SIZE_3D}³, not {size}³")
+    per_point = arrays * 4 * batch
+    need = per_point * size**dim
+    allowed = available_memory_bytes() // 2
+    if need > allowed:
+        limit = int((allowed / per_point) ** (1 / dim))
+        what = f"{batch} × {size}^{dim}" if batch > 1 else f"a {size}^{dim} grid"
+        raise InputError(f"--size {size}: {what} needs about {need / 2**30:.1f} GiB; this machine "
+                         f"allows at most {limit} points per side")
 
 
 class Settings(param.Parameterized):
@@ -67,7 +79,7 @@ class InitialConditionSettings(Settings):
                                       doc="Perlin feature size in grid points; overrides --cells "
                                           "(cells = round(size / length)).")
     octaves = param.Integer(1, bounds=(1, 6), doc="Perlin octaves (each doubles the cells, half weight).")
-    seed = param.Integer(0, bounds=(0, 2**32 - 1), doc="Random seed of the initial noise.")
+    seed = param.Integer(0, bounds=(0, MAX_SEED), doc="Random seed of the initial noise.")
     init_kind = param.Selector(default="perlin", objects=list(INIT_KINDS),
                                doc="Initial condition: Perlin noise, sphere, slab or a composition gradient.")
     init = param.String(default=None, allow_None=True,
@@ -114,7 +126,7 @@ class SimulationSettings(InitialConditionSettings):
     solver = param.Selector(default=None, objects=[None, "spectral", "fd"], allow_None=True,
                             doc="Reference solver: semi-implicit spectral or explicit finite differences "
                                 "(default: the preset's).")
-    eta = param.Number(None, bounds=(0.0, 0.05), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
+    eta = param.Number(None, bounds=(0.0, MAX_MISFIT), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
                        doc="Elastic misfit η as a fraction (0.006 = 0.6 %), between 0 and 0.05 "
                            "(default: the preset's).")
     frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to simulate after the initial one.")
@@ -144,13 +156,7 @@ class SimulationSettings(InitialConditionSettings):
             raise InputError(f"--dim {self.dim} does not match preset {preset.name!r}, which is "
                              f"{preset.dim}D; drop --dim or pick a {self.dim}D preset")
         size, dim = self.grid_size, preset.dim
-        if dim == 3 and size > MAX_SIZE_3D:
-            raise InputError(f"3D grids are limited to {MAX_SIZE_3D}³, not {size}³")
-        need = WORK_ARRAYS * 4 * size**dim
-        if need > available_memory_bytes() // 2:
-            limit = int((available_memory_bytes() // 2 / (WORK_ARRAYS * 4)) ** (1 / dim))
-            raise InputError(f"a {size}^{dim} grid needs about {need / 2**30:.1f} GiB; this machine "
-                             f"allows at most {limit} points per side")
+        check_grid(size, dim)
         self._check_cells(size)
         resolve_device(self.device)
         warnings = []
@@ -190,20 +196,21 @@ class RunSettings(InitialConditionSettings):
                                doc="Reference solver run beside the surrogate, or none.")
     size = param.Integer(None, bounds=(8, 8192), allow_None=True,
                          doc="Grid points per side of the reference grid (default: the preset's).")
-    eta = param.Number(None, bounds=(0.0, 0.05), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
+    eta = param.Number(None, bounds=(0.0, MAX_MISFIT), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
                        doc="Elastic misfit η as a fraction (0.006 = 0.6 %), between 0 and 0.05 "
                            "(default: the preset's).")
     frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to run after the initial one.")
     device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'.")
 
-    def check(self, preset: Preset, grid_scale: int) -> list[str]:
-        """Checks against the checkpoint's preset; returns warnings."""
+    def check(self, preset: Preset, grid_scale: int, channels: int = 0) -> list[str]:
+        """Checks against the checkpoint's preset and size (`channels` hidden channels); returns
+        warnings."""
         size = self.size or preset.size
         if size % grid_scale:
             raise InputError(f"--size must be a multiple of the checkpoint's grid scale {grid_scale}, "
                              f"not {size}")
-        if preset.dim == 3 and size > MAX_SIZE_3D:
-            raise InputError(f"3D grids are limited to {MAX_SIZE_3D}³, not {size}³")
+        model_arrays = ACTIVATION_ARRAYS * channels / grid_scale**preset.dim
+        check_grid(size, preset.dim, arrays=WORK_ARRAYS + model_arrays)
         self._check_cells(size)
         resolve_device(self.device)
         misfit = preset.misfit if self.eta is None else self.eta

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint
+from .device import resolve_device
 from .engines.base import State
 from .model import CRNN
 from .presets import Preset
@@ -37,10 +38,8 @@ def upsample(phi: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def pick_device(device=None) -> torch.device:
-    """CUDA when available (None or "auto"), else the device asked for."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """CUDA when available (None or "auto"), else the device asked for (see `resolve_device`)."""
+    return resolve_device(device)
 
 
 class SurrogateEngine:

@@ -27,15 +27,17 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import save_checkpoint
+from .checkpoint import GRID_SCALES, save_checkpoint
 from .dataset import Dataset, load_dataset
 from .errors import InputError, TrainingDiverged
-from .io import atomic_path
-from .model import CRNN, get_config
+from .io import atomic_path, check_output_folder
+from .model import CRNN, REGISTRY, get_config
 from .physics import elastic_energy_mean, free_energy, grad_sq_fd, spatial_mean, w
 from .surrogate import downsample
 
 STATE_FILE, LOG_FILE, BEST, SNAPSHOTS = "train_state.pt", "log.jsonl", "best", "epochs"
+FRAME_WEIGHTS = ("uniform", "variance")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,39 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (to lr/20 at the last epoch)
     snapshot_every: int = 0  # keep the saved checkpoint of every N-th epoch in epochs/ (learning curve)
     seed: int = 0
+
+    def __post_init__(self):
+        """Every bound, named as on the command line; an InputError before anything is built."""
+        def flag(key):
+            return "--" + key.replace("_", "-")
+        if self.model not in REGISTRY:
+            raise InputError(f"--model must be one of {sorted(REGISTRY)}, not {self.model!r}")
+        integers = {"epochs": (1, 100_000), "ramp": (0, 100_000), "batch": (1, 4096),
+                    "window": (0, 100_000), "max_frames": (0, 100_000), "snapshot_every": (0, 100_000),
+                    "seed": (0, 2**63 - 1)}
+        for key, (low, high) in integers.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise InputError(f"{flag(key)} must be an integer in [{low}, {high}], not {value!r}")
+        if self.max_frames == 1:
+            raise InputError("--max-frames must be 0 (all) or at least 2, not 1")
+        if self.grid_scale not in GRID_SCALES:
+            raise InputError(f"--grid-scale must be one of {GRID_SCALES}, not {self.grid_scale!r}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise InputError(f"--lr must lie in (0, 1], not {self.lr}")
+        for key in ("grad_weight", "energy_weight", "noise", "clip_norm", "rise_weight"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"{flag(key)} must be a finite number ≥ 0, not {value}")
+        for key, low, high, closed in (("val_fraction", 0, 1, False), ("first_window", 0, 1, True),
+                                       ("ema", 0, 1, False)):
+            value = getattr(self, key)
+            if not (low <= value < high or (closed and value == high)):
+                raise InputError(f"{flag(key)} must lie in [{low}, {high}{']' if closed else ')'}, not {value}")
+        for key, allowed in (("keep", ("best", "last")), ("frame_weight", FRAME_WEIGHTS),
+                             ("schedule", SCHEDULES)):
+            if getattr(self, key) not in allowed:
+                raise InputError(f"{flag(key)} must be one of {allowed}, not {getattr(self, key)!r}")
 
 
 def curriculum_horizon(epoch: int, ramp: int, frames: int) -> int:
@@ -121,8 +156,6 @@ def free_energy_density(phi: torch.Tensor, eta: torch.Tensor, preset, dim: int) 
 
 
 VARIANCE_FLOOR = 1e-4  # (0.01)²: below this a frame's deviations are noise, not structure
-FRAME_WEIGHTS = ("uniform", "variance")
-SCHEDULES = ("constant", "cosine")
 
 
 def frame_weights(target: torch.Tensor, how: str) -> torch.Tensor:
@@ -259,10 +292,8 @@ def initial_weights(name: str, model_cfg) -> dict:
     from .checkpoint import load_checkpoint
 
     if name.endswith(".pt"):
-        if not Path(name).is_file():
-            raise InputError(f"--init {name}: no such training state")
-        state = torch.load(name, weights_only=True)
-        saved = get_config(json.loads(state["config"])["model"])
+        state = read_state(Path(name), "--init")
+        saved = get_config(state["settings"]["model"])
         if saved != model_cfg:
             raise InputError(f"--init {name}: its architecture {saved} differs from the model being "
                              f"trained {model_cfg}")
@@ -274,6 +305,27 @@ def initial_weights(name: str, model_cfg) -> dict:
     return ckpt.model.state_dict()
 
 
+def read_state(path: Path, flag: str) -> dict:
+    """A training state written by `save_state`, loaded without running code and checked for its
+    parts; any other file is an InputError naming it. Adds "settings" (the parsed config)."""
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: no such training state")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # truncated, garbage or pickled code: all mean "not a state file"
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(f"{flag} {path}: not a readable training state ({reason})") from None
+    parts = ("model", "optimizer", "rng", "epoch", "best", "config")
+    if not isinstance(state, dict) or any(k not in state for k in parts):
+        raise InputError(f"{flag} {path}: not a crane_viz training state (needs {', '.join(parts)})")
+    try:
+        state["settings"] = json.loads(state["config"])
+        get_config(state["settings"]["model"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"{flag} {path}: its training settings are unreadable ({exc})") from None
+    return state
+
+
 def save_state(out: Path, model, averaged, opt, gen, epoch: int, best: float, cfg: TrainConfig) -> None:
     """Everything a resume needs, written atomically; loads with weights_only=True."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
@@ -282,20 +334,6 @@ def save_state(out: Path, model, averaged, opt, gen, epoch: int, best: float, cf
         state["ema"] = averaged.state_dict()
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
-
-
-def check_choices(cfg: TrainConfig) -> None:
-    """Settings with a fixed set of values or a range, named as on the command line."""
-    for key, allowed in (("keep", ("best", "last")), ("frame_weight", FRAME_WEIGHTS),
-                         ("schedule", SCHEDULES)):
-        if getattr(cfg, key) not in allowed:
-            raise InputError(f"--{key.replace('_', '-')} must be one of {allowed}, not {getattr(cfg, key)!r}")
-    if not 0 <= cfg.first_window <= 1:
-        raise InputError(f"--first-window must lie in [0, 1], not {cfg.first_window}")
-    if not 0 <= cfg.ema < 1:
-        raise InputError(f"--ema must lie in [0, 1), not {cfg.ema}")
-    if not cfg.rise_weight >= 0 or cfg.snapshot_every < 0:
-        raise InputError("--rise-weight and --snapshot-every must be ≥ 0")
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -344,16 +382,16 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     first validation sequence.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a run folder")
+    check_output_folder(out, overwrite=True)
     data = load_dataset(data_path)
     if cfg.max_frames:
-        if cfg.max_frames < 2:
-            raise InputError(f"--max-frames must be 0 (all) or at least 2, not {cfg.max_frames}")
         data.phi = data.phi[:, :cfg.max_frames]
     preset = data.preset
     ranges, provenance = training_ranges(data, cfg), provenance_of(data)
     if cfg.grid_scale > 1:
         data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
-    check_choices(cfg)
     model_cfg = get_config(cfg.model)
     if model_cfg.dim != preset.dim:
         raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
@@ -370,8 +408,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     if resume:
         if not (out / STATE_FILE).is_file():
             raise InputError(f"{out / STATE_FILE}: nothing to resume")
-        state = torch.load(out / STATE_FILE, weights_only=True)
-        if json.loads(state["config"]) != asdict(cfg):
+        state = read_state(out / STATE_FILE, "--resume")
+        if state["settings"] != asdict(cfg):
             raise InputError(f"{out}: the saved run used other settings: {state['config']}")
         model.load_state_dict(state["model"])
         if cfg.ema > 0:
@@ -445,4 +483,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 os.fsync(log.fileno())
             if on_epoch:
                 on_epoch(record)
+    if not (out / BEST).is_dir():
+        raise TrainingDiverged(f"no epoch reached a finite validation loss (the model's free rollouts "
+                               f"diverge), so no checkpoint was saved in {out / BEST}; lower --lr or "
+                               f"train longer from {out / STATE_FILE}")
     return record

@@ -7,6 +7,8 @@ import threading
 import numpy as np
 import pytest
 
+from crane_viz.errors import InputError
+
 from crane_viz.checkpoint import save_checkpoint
 from crane_viz.cli import main
 from crane_viz.initial import perlin_field
@@ -83,6 +85,28 @@ def test_resume_skips_finished_points(tiny, tmp_path):
     assert computed == list(range(12)) and summary["computed_points"] == 8  # 4 resumed, 8 new
     assert [int(r["index"]) for r in read(out)] == list(range(12))
     with pytest.raises(ValueError, match="exists"):
+        run_sweep(s, tiny, out)
+
+
+def test_resume_drops_a_torn_last_row_and_refuses_a_damaged_one(tiny, tmp_path):
+    """A write cut off mid-row is recomputed; damage before the last row is reported by name."""
+    s = SweepSettings(points=6, size=16, cells=4, horizon=2, batch=2)
+    out, part = tmp_path / "pd.csv", tmp_path / "pd.csv.part"
+    stop = threading.Event()
+    with pytest.raises(Cancelled):
+        run_sweep(s, tiny, out, on_rows=lambda rows: stop.set(), cancel=stop)
+    intact = part.read_text()
+    part.write_text(intact + "2,0.41,0.00")  # the third point's row, torn
+    computed = []
+    run_sweep(s, tiny, out, on_rows=lambda rows: computed.extend(r["index"] for r in rows))
+    assert sorted(computed) == list(range(6)) and [int(r["index"]) for r in read(out)] == list(range(6))
+    out.unlink()
+    stop.clear()
+    with pytest.raises(Cancelled):
+        run_sweep(s, tiny, out, on_rows=lambda rows: stop.set(), cancel=stop)
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join([lines[0], "x,y,z", *lines[1:]]) + "\n")
+    with pytest.raises(InputError, match="pd.csv.part: row 2 is damaged"):
         run_sweep(s, tiny, out)
 
 

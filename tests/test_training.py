@@ -284,12 +284,32 @@ def test_campaign_options_resume_exactly_and_keep_snapshots(data, tmp_path):
 
 
 def test_a_non_finite_loss_stops_training_and_saves_nothing(data, tmp_path, capsys):
-    with pytest.raises(TrainingDiverged, match="loss became nan"):
-        train(data, tmp_path / "nan", TrainConfig(model="tiny-2d", epochs=1, batch=3, grad_weight=float("nan")))
+    """Random weights of size 1e20 make the first prediction overflow float32: training stops with
+    a message, exit status 2, and no checkpoint is written."""
+    from crane_viz.checkpoint import save_checkpoint
+    from crane_viz.model import CRNN, get_config
+    from crane_viz.presets import get_preset
+
+    model = CRNN(get_config("tiny-2d"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(1e20 * torch.randn(p.shape, generator=gen))
+    save_checkpoint(tmp_path / "huge", model, name="huge", preset=get_preset("coherent-2d"))
+    noisy = TrainConfig(model="tiny-2d", epochs=1, batch=3, noise=1.0, init=str(tmp_path / "huge"))
+    with pytest.raises(TrainingDiverged, match="loss became (nan|inf)"):
+        train(data, tmp_path / "nan", noisy)
     assert not (tmp_path / "nan" / "best").exists()
     code = main(["train", "--data", str(data), "--out", str(tmp_path / "nan2"), "--model", "tiny-2d",
-                 "--epochs", "1", "--batch", "3", "--grad-weight", "nan"])
+                 "--epochs", "1", "--batch", "3", "--noise", "1", "--init", str(tmp_path / "huge")])
     assert code == 2 and "training diverged" in capsys.readouterr().err
+    assert not (tmp_path / "nan2" / "best").exists()
+    # near-uniform inputs keep its one-step loss finite, but its free rollouts overflow: no epoch
+    # has a finite validation loss, and the run says so instead of "done"
+    quiet = TrainConfig(model="tiny-2d", epochs=1, batch=3, init=str(tmp_path / "huge"))
+    with pytest.raises(TrainingDiverged, match="no epoch reached a finite validation loss"):
+        train(data, tmp_path / "inf", quiet)
+    assert not (tmp_path / "inf" / "best").exists()
     for bad, message in ((dict(frame_weight="loud"), "--frame-weight"), (dict(ema=1.0), "--ema"),
                          (dict(schedule="step"), "--schedule"), (dict(first_window=2.0), "--first-window")):
         with pytest.raises(InputError, match=message):

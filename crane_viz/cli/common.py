@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 import param
@@ -66,12 +67,23 @@ def fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_guarded(func, args) -> int:
-    """Run a subcommand; user-facing errors become one line on stderr and exit status 2."""
+    """Run a subcommand; user-facing errors become one line on stderr and exit status 2.
+
+    SIGTERM is treated like Ctrl-C, so temporary files are removed on the way out either way.
+    """
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return func(args) or 0
     except CraneVizError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
-        print("crane-viz: interrupted; no partial output was kept", file=sys.stderr)
+        print("crane-viz: interrupted; no partial output was kept (resumable work keeps its .part)",
+              file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

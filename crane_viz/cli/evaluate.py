@@ -12,7 +12,7 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint
 from ..errors import InputError
 from ..evaluation import EvalSpec, evaluate, figures, protocol_spec
-from ..io import atomic_path
+from ..io import atomic_path, check_output_folder
 from ..modelcard import protocol_lines, write_card
 from ..settings import resolve_device
 
@@ -45,11 +45,8 @@ def main(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint, device=device)
     given = {f.name: getattr(args, f.name) for f in fields(EvalSpec) if getattr(args, f.name) is not None}
     spec = protocol_spec(args.protocol, ckpt.dim, **given)
-    out = Path(args.out)
-    written_names = ("summary.json", "evaluation.png", "protocol.png", "phase.png")
-    existing = [n for n in written_names if (out / n).exists()]
-    if existing and not args.overwrite:
-        raise InputError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    out = check_output_folder(args.out, args.overwrite,
+                              ("summary.json", "evaluation.png", "protocol.png", "phase.png"))
     out.mkdir(parents=True, exist_ok=True)
     summary = evaluate(ckpt, spec, device, progress=lambda s: print(f"evaluating: {s}", flush=True),
                        protocol=args.protocol if not given else f"{args.protocol} (with {', '.join(sorted(given))} changed)")

@@ -6,7 +6,7 @@ import argparse
 
 from tqdm import tqdm
 
-from ..export import FORMATS, VIEWS, FrameStyle, export, load_trajectory
+from ..export import FORMATS, VIEWS, FrameStyle, export, export_target, load_trajectory
 from ..io import check_output_path
 
 
@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     traj = load_trajectory(args.run)
     style = FrameStyle(view=args.view, axis="xyz".index(args.axis), index=args.position,
                        cmap=args.cmap, height=args.height)
-    out = check_output_path(args.out, args.overwrite)
+    out = check_output_path(export_target(args.out, args.format)[0], args.overwrite)
     with tqdm(total=traj.frames, unit="frame", desc="export", disable=None) as bar:
         def progress(done, total):
             bar.total = total

@@ -7,6 +7,7 @@ figure with the analytic spinodal line. Interrupted sweeps resume: run the same 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -40,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
     if args.init_fields:
         points = points_from_files(args.init_fields, args.params)
         settings.size = int(points[0].field.shape[0])
-    check_output_path(args.out, args.overwrite)
+    out = Path(args.out)
+    check_output_path(out, args.overwrite, (out.with_suffix(".json"), out.with_suffix(".png")))
     scheduler = args.scheduler or ("local" if args.dask else None)
     bar = tqdm(unit="point", desc="phase diagram", disable=None)
 

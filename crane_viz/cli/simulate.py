@@ -42,7 +42,8 @@ def main(args: argparse.Namespace) -> int:
     settings = SimulationSettings(**given(args, SimulationSettings))
     for message in settings.check():
         warn(message)
-    out = check_output_path(args.out, args.overwrite)
+    out = check_output_path(args.out, args.overwrite,
+                            () if args.no_png else (Path(args.out).with_suffix(".png"),))
     preset, size = settings.physics, settings.grid_size
     device = resolve_device(settings.device)
     phi0 = settings.initial_field(size, preset.dim)

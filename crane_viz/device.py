@@ -1,0 +1,32 @@
+"""The one rule that turns a device setting into a torch.device (CLI, app, engines, jobs)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import InputError
+
+DEVICE_CHOICES = "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' or None → CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as asked.
+
+    Anything else (a typo, 'mps', an absent GPU or GPU index) is an InputError naming the choices.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", str(device))
+    if not match or (match.group(1) == "cpu" and match.group(2)):
+        raise InputError(f"--device must be {DEVICE_CHOICES}, not {device!r}")
+    if match.group(1) == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is available; use 'auto' or 'cpu'")
+        index = int(match.group(2) or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    return torch.device(device)

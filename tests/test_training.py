@@ -143,7 +143,7 @@ def test_generate_samples_the_given_ranges_and_resumes_with_them(tmp_path):
     data = load_dataset(out)
     assert ((data.mean >= 0.40) & (data.mean <= 0.45)).all()
     assert ((data.eta >= 0.002) & (data.eta <= 0.003)).all()
-    with pytest.raises(InputError, match="mean_range"):
+    with pytest.raises(InputError, match="--mean-range"):
         DatasetSpec(mean_range=(0.5, 0.4))
 
 

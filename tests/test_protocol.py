@@ -103,3 +103,26 @@ def test_evaluate_paper_protocol_cli_on_tiny_settings(tmp_path, capsys):
     assert acc["reference_max_energy_rise"] < 1e-3 and acc["max_energy_rise"] >= 0
     assert (tmp_path / "ev" / "protocol.png").stat().st_size > 10_000
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_learning_curve_evaluates_each_snapshot_once(tmp_path, capsys):
+    """Two epoch snapshots give two rows with their training hours; a second call reuses them."""
+    from crane_viz.dataset import DatasetSpec, generate
+    from crane_viz.training import TrainConfig, train
+
+    data = generate(DatasetSpec(sequences=4, frames=4, size=16, batch=4, seed=3), tmp_path / "d.h5")
+    train(data, tmp_path / "run", TrainConfig(model="tiny-2d", epochs=2, batch=2, snapshot_every=1))
+    args = ["learning-curve", str(tmp_path / "run"), "--cases", "2", "--size", "16", "--horizon", "3",
+            "--extrapolate", "1", "--ensemble", "2", "--phase-points", "2", "--phase-frames", "2",
+            "--batch", "2"]
+    assert main(args) == 0, capsys.readouterr().err
+    curve = json.loads((tmp_path / "run" / "learning_curve.json").read_text())
+    rows = curve["rows"]
+    assert [r["epoch"] for r in rows] == [1, 2] and 0 < rows[0]["hours"] < rows[1]["hours"]
+    assert all(0 < r["mae_within_horizon"] < 1 and r["linear_response_error"] >= 0 for r in rows)
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 10_000
+    saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "curve").iterdir()}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "curve").iterdir()} == saved
+    assert main(["learning-curve", str(tmp_path)]) == 2
+    assert "--snapshot-every" in capsys.readouterr().err

@@ -20,14 +20,7 @@ from ..settings import resolve_device
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out cases", description=__doc__)
     p.add_argument("checkpoint", help="checkpoint name or folder")
-    p.add_argument("--protocol", choices=["quick", "paper"], default="quick",
-                   help="quick: 64² and a 40-frame horizon (the defaults below); paper: the papers' "
-                        "protocol (2D 128², 100-τ horizon, to 500 τ; 3D 64³ against FD over 100 τ); "
-                        "options given below override the protocol's values")
-    d = EvalSpec()
-    for f in fields(EvalSpec):
-        p.add_argument("--" + f.name.replace("_", "-"), type=int, default=None,
-                       help=f"quick protocol's default {getattr(d, f.name)}")
+    add_spec_options(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="evaluation", help="folder for summary.json and PNG figures")
     p.add_argument("--overwrite", action="store_true", help="replace the summary and figures in --out")
@@ -38,18 +31,36 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
+def add_spec_options(p) -> None:
+    """--protocol and one option per EvalSpec field (shared with `learning-curve`)."""
+    p.add_argument("--protocol", choices=["quick", "paper"], default="quick",
+                   help="quick: 64² and a 40-frame horizon (the defaults below); paper: the papers' "
+                        "protocol (2D 128², 100-τ horizon, to 500 τ; 3D 64³ against FD over 100 τ); "
+                        "options given below override the protocol's values")
+    d = EvalSpec()
+    for f in fields(EvalSpec):
+        p.add_argument("--" + f.name.replace("_", "-"), type=int, default=None,
+                       help=f"quick protocol's default {getattr(d, f.name)}")
+
+
+def spec_from_args(args, dim: int) -> tuple[EvalSpec, str]:
+    """The EvalSpec the options ask for and the protocol's name as reported."""
+    given = {f.name: getattr(args, f.name) for f in fields(EvalSpec) if getattr(args, f.name) is not None}
+    name = args.protocol if not given else f"{args.protocol} (with {', '.join(sorted(given))} changed)"
+    return protocol_spec(args.protocol, dim, **given), name
+
+
 def main(args: argparse.Namespace) -> int:
     if args.notes and not Path(args.notes).is_file():
         raise InputError(f"--notes {args.notes}: no such file")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
-    given = {f.name: getattr(args, f.name) for f in fields(EvalSpec) if getattr(args, f.name) is not None}
-    spec = protocol_spec(args.protocol, ckpt.dim, **given)
+    spec, protocol = spec_from_args(args, ckpt.dim)
     out = check_output_folder(args.out, args.overwrite,
                               ("summary.json", "evaluation.png", "protocol.png", "phase.png"))
     out.mkdir(parents=True, exist_ok=True)
     summary = evaluate(ckpt, spec, device, progress=lambda s: print(f"evaluating: {s}", flush=True),
-                       protocol=args.protocol if not given else f"{args.protocol} (with {', '.join(sorted(given))} changed)")
+                       protocol=protocol)
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     written = figures(summary, out)

@@ -28,7 +28,7 @@ from crane_viz.initial import load_field
 from crane_viz.jobs import BackgroundJob
 from crane_viz.live import SIZES, ExplorerSettings, ExportJob, LiveRun, model_choices, record_run
 from crane_viz.metrics import spinodal_line
-from crane_viz.phase import SweepJob
+from crane_viz.phase import SweepJob, outcome
 from crane_viz.presets import get_preset
 from crane_viz.settings import SweepSettings
 from crane_viz.trainjob import Project, TrainJobSettings, describe_estimate, duration, estimate
@@ -280,7 +280,7 @@ class ExportView:
 class PhaseView:
     """The (⟨φ⟩, η) plane: analytic spinodal line, sweep points as they finish, click to open one."""
 
-    COLORS = {1: "#e6550d", 0: "#3182bd"}  # separated, homogeneous (colours used nowhere else)
+    COLORS = {"separated": "#e6550d", "homogeneous": "#3182bd", "diverged": "#7f7f7f"}
 
     def __init__(self, live: LiveRun, doc, folder, open_case):
         self.live, self.doc, self.open_case = live, doc, open_case
@@ -351,15 +351,15 @@ class PhaseView:
     def _add(self, rows):
         self.rows.extend(rows)
         has_ref = "reference_separated" in rows[0]
+        kinds = [outcome(r) for r in rows]
         self.source.stream({
             "mean": [r["mean"] for r in rows], "eta": [100 * r["eta"] for r in rows],
-            "color": [self.COLORS[r["surrogate_separated"]] for r in rows],
-            "line": ["black" if has_ref and r["reference_separated"] != r["surrogate_separated"]
-                     else self.COLORS[r["surrogate_separated"]] for r in rows],
-            "outcome": ["separated" if r["surrogate_separated"] else "homogeneous" for r in rows],
+            "color": [self.COLORS[k] for k in kinds],
+            "line": ["black" if has_ref and outcome(r, "reference") != k else self.COLORS[k]
+                     for r, k in zip(rows, kinds)],
+            "outcome": kinds,
             "spread": [r["surrogate_spread"] for r in rows],
-            "reference": [("reference: " + ("separated" if r["reference_separated"] else "homogeneous"))
-                          if has_ref else "" for r in rows],
+            "reference": [f"reference: {outcome(r, 'reference')}" if has_ref else "" for r in rows],
             "thumbnail": [r.get("thumbnail", "") for r in rows],
             "seed": [r["seed"] for r in rows], "amplitude": [r["amplitude"] for r in rows]})
 

@@ -27,6 +27,7 @@ import torch
 from . import metrics
 from .checkpoint import load_checkpoint
 from .engines import make_solver
+from .engines.base import diverged
 from .errors import CraneVizError, InputError
 from .initial import as_batch, perlin_field
 from .io import atomic_path, provenance
@@ -155,14 +156,21 @@ def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, devic
             final = evolve(engine, phi0.to(device), s.horizon)
         seconds[label] = time.perf_counter() - t0
         spread = metrics.spread(final, 2).cpu().numpy().reshape(-1)
-        for row, value in zip(rows, spread):
-            finite = bool(np.isfinite(value)) and abs(value) < 10
-            row[f"{label}_spread"] = float(value) if finite else float("nan")
-            row[f"{label}_separated"] = int(finite and value > s.threshold)
+        bad = diverged(final).cpu().numpy()
+        for row, value, blown in zip(rows, spread, bad):
+            row[f"{label}_spread"] = float("nan") if blown else float(value)
+            row[f"{label}_separated"] = int(not blown and value > s.threshold)
         if thumbnails and label == "surrogate":
             for row, phi in zip(rows, final.cpu().numpy()):
                 row["thumbnail"] = thumbnail(phi)
     return rows, seconds
+
+
+def outcome(row: dict, label: str = "surrogate") -> str:
+    """"separated", "homogeneous" or "diverged" (the engine blew up: no outcome to read)."""
+    if not np.isfinite(row[f"{label}_spread"]):
+        return "diverged"
+    return "separated" if row[f"{label}_separated"] else "homogeneous"
 
 
 def thumbnail(phi: np.ndarray, side: int = 64) -> str:
@@ -329,7 +337,7 @@ def summarise(rows: list[dict], s: SweepSettings, checkpoint: str, seconds: dict
     if computed:
         summary["points_per_minute"] = {k: 60 * computed / v for k, v in seconds.items() if v > 0}
     if s.reference != "none" and rows:
-        agree = sum(r["surrogate_separated"] == r["reference_separated"] for r in rows)
+        agree = sum(outcome(r) == outcome(r, "reference") for r in rows)  # diverged never agrees
         summary["agreement"] = agree / len(rows)
         summary["reference_separated"] = int(sum(r["reference_separated"] for r in rows))
     return summary
@@ -347,12 +355,15 @@ def figure(rows: list[dict], s: SweepSettings, summary: dict, path: Path, preset
     ax.plot(means, 100 * eta_max, "k-", lw=1.5, label="analytic spinodal η_max(⟨φ⟩)")
     m = np.array([r["mean"] for r in rows])
     e = 100 * np.array([r["eta"] for r in rows])
-    sep = np.array([r["surrogate_separated"] for r in rows], dtype=bool)
+    kinds = np.array([outcome(r) for r in rows])
+    sep, homo, blown = kinds == "separated", kinds == "homogeneous", kinds == "diverged"
     ax.scatter(m[sep], e[sep], s=14, c="#d62728", label="surrogate: separated")
-    ax.scatter(m[~sep], e[~sep], s=14, facecolors="none", edgecolors="#1f77b4", label="surrogate: homogeneous")
+    ax.scatter(m[homo], e[homo], s=14, facecolors="none", edgecolors="#1f77b4", label="surrogate: homogeneous")
+    if blown.any():
+        ax.scatter(m[blown], e[blown], s=30, marker="s", c="#7f7f7f", label="surrogate: diverged")
     title = f"{summary['checkpoint']}: {len(rows)} points, {s.size}², {s.horizon} τ, amplitude {s.amplitude:g}"
     if "agreement" in summary:
-        wrong = np.array([r["surrogate_separated"] != r["reference_separated"] for r in rows], dtype=bool)
+        wrong = np.array([outcome(r) != outcome(r, "reference") for r in rows], dtype=bool)
         ax.scatter(m[wrong], e[wrong], s=40, marker="x", c="k", label=f"disagrees with {s.reference}")
         title += f"\nagreement with {s.reference}: {100 * summary['agreement']:.1f} %"
     ax.set(xlabel="⟨φ⟩", ylabel="η (%)", title=title, xlim=(0, 1), ylim=(0, max(1.4, e.max() * 1.05 if len(e) else 1.4)))

@@ -15,11 +15,10 @@ import torch
 
 from . import metrics
 from .device import resolve_device
-from .engines.base import Engine, State
+from .engines.base import BLOW_UP_RANGE, Engine, State, diverged
 from .presets import Preset
 from .surrogate import downsample
 
-BLOW_UP_RANGE = (-1.0, 2.0)  # φ lives in about [0, 1]; outside this band an engine has diverged
 
 
 @dataclass
@@ -130,7 +129,7 @@ class Session:
             self._ref = self.reference.step(self._ref)
         t2 = time.perf_counter()
         for label, state in (("surrogate", self._sur), ("reference", self._ref)):
-            if state is not None and _diverged(state.phi):
+            if state is not None and bool(diverged(state.phi).any()):
                 self.stop_reason = (f"{label} blew up at frame {state.frame} (φ not finite or "
                                     f"outside {BLOW_UP_RANGE}); stopped")
                 return None
@@ -188,11 +187,6 @@ class Session:
         if grid and not grid / 4 <= side <= grid * 8:
             found.append(f"grid {side} (model grid) is far from the training grid {grid}")
         return found
-
-
-def _diverged(phi: torch.Tensor) -> bool:
-    lo, hi = BLOW_UP_RANGE
-    return bool(not torch.isfinite(phi).all() or phi.min() < lo or phi.max() > hi)
 
 
 def _energy(label: str, phi: torch.Tensor, preset: Preset, misfit: float, spacing: int) -> dict:

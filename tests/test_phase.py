@@ -6,11 +6,11 @@ import threading
 
 import numpy as np
 import pytest
-
-from crane_viz.errors import InputError
+import torch
 
 from crane_viz.checkpoint import save_checkpoint
 from crane_viz.cli import main
+from crane_viz.errors import InputError
 from crane_viz.initial import perlin_field
 from crane_viz.model import CRNN, get_config
 from crane_viz.phase import Cancelled, run_sweep, sample_points
@@ -142,3 +142,20 @@ def test_points_and_bad_input(tmp_path, capsys):
     assert main(["phase-diagram", "--init-fields", str(fields), "--params", str(tmp_path / "bad.csv"),
                  "--out", str(tmp_path / "y.csv")]) == 2
     assert "1 rows for 8 fields" in capsys.readouterr().err
+
+
+def test_a_diverging_surrogate_is_reported_as_diverged(tmp_path):
+    """Points whose surrogate blows up are 'diverged' (not homogeneous) and never agree."""
+    from crane_viz.phase import outcome
+
+    model = CRNN(get_config("tiny-2d"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(1e20 * torch.randn(p.shape, generator=gen))
+    folder = save_checkpoint(tmp_path / "wild", model, name="wild", preset=get_preset("coherent-2d"))
+    s = SweepSettings(points=4, size=16, cells=4, horizon=4, batch=4, amplitude=0.3, reference="spectral")
+    summary = run_sweep(s, str(folder), tmp_path / "pd.csv")
+    rows = read(tmp_path / "pd.csv")
+    assert summary["surrogate_diverged"] == 4 and summary["agreement"] == 0
+    assert [outcome({k: float(v) for k, v in r.items()}) for r in rows] == ["diverged"] * 4

@@ -205,3 +205,16 @@ def test_solvers_run_on_cuda_unchanged(solver_cls):
     gpu, _ = rollout(solver_cls(COHERENT), phi0.cuda(), 2)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-9, atol=1e-9)
+
+
+def test_one_divergence_rule():
+    """diverged() flags a field with NaN, ±inf or a value outside [−1, 2]; nothing else."""
+    from crane_viz.engines.base import diverged
+
+    fields = torch.full((6, 4, 4), 0.5)
+    fields[1, 0, 0] = float("nan")
+    fields[2, 1, 1] = float("inf")
+    fields[3, 2, 2] = -1.01
+    fields[4, 3, 3] = 2.01
+    fields[5] = torch.linspace(-1.0, 2.0, 16).reshape(4, 4)  # the band's edges are inside
+    assert diverged(fields).tolist() == [False, True, True, True, True, False]

@@ -69,13 +69,10 @@ def training_summary(log_path: Path | None) -> dict:
             "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
 
 
-def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str, notes: str = "") -> str:
-    """Markdown model card: data, sizes, training, hardware, evaluation table beside the paper's."""
-    cfg, tr, ds = ckpt.model_config, ckpt.training, ckpt.config.get("dataset", {})
-    acc, ens = summary["accuracy"], summary["ensemble"]
-    spec = summary["spec"]
+def evaluation_rows(ckpt: Checkpoint, summary: dict) -> list[tuple[str, str, str]]:
+    """(measure, this checkpoint, paper) rows of an `evaluate` summary."""
+    acc, ens, spec = summary["accuracy"], summary["ensemble"], summary["spec"]
     paper = PAPER_2D if ckpt.dim == 2 else PAPER_3D
-    horizon = spec["horizon"]
     rows = [
         ("median MAE within the horizon", f"{acc['mae_median_within_horizon']:.4f}", paper["mae_within"]),
         (f"median MAE at {spec['extrapolate']}× horizon", f"{acc['mae_median_at_end']:.4f}", paper["mae_end"]),
@@ -95,8 +92,15 @@ def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str, notes:
         rows.append(("late-time exponent of F/V(t) (surrogate / reference)",
                      f"{ens['coarsening_exponent_surrogate']:.3f} / {ens['coarsening_exponent_reference']:.3f}",
                      "−1/3"))
-    rows += protocol_rows(summary, ckpt.dim)
-    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    return rows + protocol_rows(summary, ckpt.dim)
+
+
+def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str, notes: str = "") -> str:
+    """Markdown model card: data, sizes, training, hardware, evaluation table beside the paper's."""
+    cfg, tr, ds = ckpt.model_config, ckpt.training, ckpt.config.get("dataset", {})
+    ens, spec = summary["ensemble"], summary["spec"]
+    horizon = spec["horizon"]
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in evaluation_rows(ckpt, summary))
     hours = log.get("wall_seconds", float("nan")) / 3600
     protocol = summary.get("protocol", "quick")
     wall = summary.get("wall_seconds")
@@ -132,6 +136,49 @@ larger models, grids and datasets; ours come from a CPU-sized model and dataset.
 ![evaluation](evaluation.png)
 {"![protocol](protocol.png)" if "linear_response" in summary else ""}
 {notes}"""
+
+
+PROTOCOL_HEADING = "## The papers' protocol"
+
+
+def protocol_section(ckpt: Checkpoint, summary: dict, command: str) -> str:
+    """The card section of an `evaluate --protocol paper` run, figures named paper-*.png."""
+    spec = summary["spec"]
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in evaluation_rows(ckpt, summary))
+    wall = summary.get("wall_seconds")
+    took = f"; {wall / 60:.0f} min with {summary.get('threads')} thread(s)" if wall else ""
+    return f"""{PROTOCOL_HEADING}
+
+`{command}` — {spec['cases']} held-out cases at {spec['size']} points per side against the
+`{ckpt.preset.solver}` reference, horizon {spec['horizon']} frames ({spec['horizon'] * ckpt.frame_time:g} τ),
+rollouts to {spec['horizon'] * spec['extrapolate']} frames, ensemble of {spec['ensemble']}, phase points
+{spec['phase_points']}{took}. Targets are the papers' figures (issue #13); fewer cases than the papers.
+
+| measure | this checkpoint | paper / target |
+|---|---|---|
+{table}
+
+![papers' protocol](paper-evaluation.png)
+![papers' protocol, what users see](paper-protocol.png)
+"""
+
+
+def write_protocol_section(ckpt: Checkpoint, summary: dict, command: str) -> Path:
+    """Add the papers'-protocol section to MODEL_CARD.md, replacing an earlier one."""
+    from .io import atomic_path
+
+    path = ckpt.path / "MODEL_CARD.md"
+    card = path.read_text() if path.is_file() else f"# {ckpt.name}\n"
+    section = protocol_section(ckpt, summary, command)
+    if PROTOCOL_HEADING in card:
+        start = card.index(PROTOCOL_HEADING)
+        end = card.find("\n## ", start + len(PROTOCOL_HEADING))
+        card = card[:start] + section + (card[end + 1:] if end >= 0 else "")
+    else:
+        card = card.rstrip("\n") + "\n\n" + section
+    with atomic_path(path) as tmp:
+        tmp.write_text(card)
+    return path
 
 
 def write_card(ckpt: Checkpoint, summary: dict, log_path: Path | None, command: str, notes: str = "") -> Path:

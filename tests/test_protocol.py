@@ -86,9 +86,17 @@ def test_protocol_specs_and_bounds():
 
 
 def test_evaluate_paper_protocol_cli_on_tiny_settings(tmp_path, capsys):
-    """`evaluate --protocol paper` with tiny overrides writes every measure and figure, and an
+    """`evaluate --protocol paper` with tiny overrides writes every measure and figure, adds its
+    section to a copy of the shipped card (keeping the rest, replacing an earlier section), and an
     existing output needs --overwrite (refused before any work)."""
-    args = ["evaluate", "coherent-2d", "--protocol", "paper", "--cases", "4", "--size", "16",
+    import shutil
+
+    from crane_viz.checkpoint import REPO_CHECKPOINTS
+    from crane_viz.modelcard import PROTOCOL_HEADING, write_protocol_section
+
+    shutil.copytree(REPO_CHECKPOINTS / "coherent-2d", tmp_path / "ck")
+    before = (tmp_path / "ck" / "MODEL_CARD.md").read_text()
+    args = ["evaluate", str(tmp_path / "ck"), "--paper-card", "--protocol", "paper", "--cases", "4", "--size", "16",
             "--horizon", "50", "--extrapolate", "2", "--ensemble", "2", "--phase-points", "3",
             "--phase-frames", "5", "--batch", "4", "--out", str(tmp_path / "ev")]
     assert main(args) == 0, capsys.readouterr().err
@@ -102,6 +110,12 @@ def test_evaluate_paper_protocol_cli_on_tiny_settings(tmp_path, capsys):
     assert 0 < snap["ssim_median"] <= 1 and sum(b["cases"] for b in snap["alignment"]) == 4
     assert acc["reference_max_energy_rise"] < 1e-3 and acc["max_energy_rise"] >= 0
     assert (tmp_path / "ev" / "protocol.png").stat().st_size > 10_000
+    card = (tmp_path / "ck" / "MODEL_CARD.md").read_text()
+    assert card.startswith(before.rstrip("\n")) and card.count(PROTOCOL_HEADING) == 1
+    assert "| domain alignment at 90 τ" in card and (tmp_path / "ck" / "paper-protocol.png").is_file()
+    write_protocol_section(load_checkpoint(tmp_path / "ck"), summary, "again")
+    again = (tmp_path / "ck" / "MODEL_CARD.md").read_text()
+    assert again.count(PROTOCOL_HEADING) == 1 and "`again`" in again and again.startswith(before.rstrip("\n"))
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
 
 

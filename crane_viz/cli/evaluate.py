@@ -13,7 +13,7 @@ from ..checkpoint import load_checkpoint
 from ..errors import InputError
 from ..evaluation import EvalSpec, evaluate, figures, protocol_spec
 from ..io import atomic_path, check_output_folder
-from ..modelcard import protocol_lines, write_card
+from ..modelcard import protocol_lines, write_card, write_protocol_section
 from ..settings import resolve_device
 
 
@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the summary and figures in --out")
     p.add_argument("--card", action="store_true",
                    help="also write MODEL_CARD.md (and the figures) into the checkpoint folder")
+    p.add_argument("--paper-card", action="store_true",
+                   help="add (or replace) the card's papers'-protocol section and its paper-*.png "
+                        "figures from this evaluation, keeping the rest of the card")
     p.add_argument("--log", default=None, help="the training run's log.jsonl, quoted in the card")
     p.add_argument("--notes", default=None, help="a markdown file appended to the card (e.g. how it was trained)")
     p.set_defaults(func=main)
@@ -74,6 +77,12 @@ def main(args: argparse.Namespace) -> int:
     if "phase" in summary:
         print(f"phase agreement at {summary['phase']['frames']} τ: {100 * summary['phase']['agreement']:.1f} %")
     print(f"wrote {out / 'summary.json'}, {', '.join(str(p) for p in written)}")
+    if args.paper_card:
+        command = "crane-viz evaluate " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else [args.checkpoint])
+        for path in written:
+            shutil.copyfile(path, ckpt.path / f"paper-{path.name}")
+        (ckpt.path / "paper-summary.json").write_text(json.dumps(summary, indent=1))
+        print(f"wrote {write_protocol_section(ckpt, summary, command)}")
     if args.card:
         command = "crane-viz evaluate " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else [args.checkpoint])
         for path in written:

@@ -31,8 +31,8 @@ from crane_viz.metrics import spinodal_line
 from crane_viz.phase import SweepJob, outcome
 from crane_viz.presets import get_preset
 from crane_viz.settings import SweepSettings
-from crane_viz.trainjob import Project, TrainJobSettings, describe_estimate, duration, estimate
 from crane_viz.surrogate import downsample
+from crane_viz.trainjob import Project, TrainJobSettings, describe_estimate, duration, estimate
 
 pn.extension("vtk", notifications=True)
 
@@ -116,8 +116,9 @@ class PlotsView:
         self.energy = self._fig("F/V", hover())
         for who, color in (("surrogate", "#d62728"), ("reference", "#1f77b4")):
             self.energy.line("time", f"{who}_energy_total", source=self.source, color=color, legend_label=f"{who} total")
-            self.energy.line("time", f"{who}_energy_interface", source=self.source, color=color, line_dash="dashed", legend_label=f"{who} interface")
-            self.energy.line("time", f"{who}_energy_elastic", source=self.source, color=color, line_dash="dotted", legend_label=f"{who} elastic")
+            for part, dash in (("interface", "dashed"), ("elastic", "dotted")):
+                self.energy.line("time", f"{who}_energy_{part}", source=self.source, color=color,
+                                 line_dash=dash, legend_label=f"{who} {part}")
         self.drift = self._fig("mass drift ⟨φ⟩ − ⟨φ₀⟩", hover())
         self.drift.line("time", "surrogate_mass_drift", source=self.source, color="#d62728", legend_label="surrogate")
         self.drift.line("time", "reference_mass_drift", source=self.source, color="#1f77b4", legend_label="reference")

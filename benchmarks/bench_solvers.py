@@ -107,7 +107,7 @@ def main():
             engine = FiniteDifferenceSolver(preset, misfit=eta)
             ref = numpy_fd_frame(preset, engine.steps_per_frame, engine.time_step)(phi)
         state = engine.init_state(torch.tensor(phi, dtype=torch.float32)[None])
-        t_torch = time_frames(lambda s: engine.step(s), state, args.repeat)
+        t_torch = time_frames(engine.step, state, args.repeat)
         t_np = time_frames(ref, phi, args.repeat)
         grid = f"{n}^{preset.dim}"
         print(f"{kind:<10}{preset_name:<13}{grid:>8}{engine.steps_per_frame:>9}{t_torch:>12.4f}"

@@ -20,7 +20,6 @@ from .presets import Preset
 from .surrogate import downsample
 
 
-
 @dataclass
 class Frame:
     """One frame of a session: both fields (numpy, each engine's own grid) and the metrics."""

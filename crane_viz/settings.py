@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 import param
-import torch
 
 from .device import resolve_device  # noqa: F401  (re-exported for the CLI)
 from .errors import InputError

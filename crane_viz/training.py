@@ -21,8 +21,8 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import torch

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from crane_viz.checkpoint import REPO_CHECKPOINTS, save_checkpoint
+from crane_viz.checkpoint import save_checkpoint
 from crane_viz.cli import main
 from crane_viz.dataset import DatasetSpec, generate
 from crane_viz.model import CRNN, get_config

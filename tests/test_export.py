@@ -2,19 +2,17 @@
 
 import threading
 
-import h5py
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import pyvista as pv
 from PIL import Image
+from test_session import P2, field, tiny_surrogate
 
 from crane_viz.cli import main
 from crane_viz.engines import SpectralSolver
-from crane_viz.export import (Cancelled, FrameStyle, Recorder, Trajectory, export, load_trajectory,
-                              write_movie)
+from crane_viz.export import Cancelled, FrameStyle, Recorder, Trajectory, export, load_trajectory, write_movie
 from crane_viz.session import Session
-from test_session import P2, field, tiny_surrogate
 
 FRAMES = 6
 

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from crane_viz.errors import InputError
-from crane_viz.initial import (cells_for_length, composition_gradient, load_field, perlin_field,
-                               perlin_noise, slab, sphere)
+from crane_viz.initial import (
+    cells_for_length,
+    composition_gradient,
+    load_field,
+    perlin_field,
+    perlin_noise,
+    slab,
+    sphere,
+)
 
 
 @pytest.mark.parametrize("dim, size, cells", [(2, 64, 8), (2, 48, 5), (3, 16, 4)])

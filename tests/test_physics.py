@@ -7,8 +7,7 @@ import torch
 
 from crane_viz.engines import FiniteDifferenceSolver, SpectralSolver, rollout
 from crane_viz.initial import as_batch, perlin_field
-from crane_viz.physics import (SPINODAL_HIGH, SPINODAL_LOW, d2w, dw, free_energy, min_tr_b,
-                               spinodal_misfit, tr_b, w)
+from crane_viz.physics import SPINODAL_HIGH, SPINODAL_LOW, d2w, dw, free_energy, min_tr_b, spinodal_misfit, tr_b, w
 from crane_viz.presets import PRESETS, get_preset
 
 COHERENT = get_preset("coherent-2d")

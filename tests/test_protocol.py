@@ -10,8 +10,8 @@ import torch
 from crane_viz import metrics
 from crane_viz.checkpoint import load_checkpoint, save_checkpoint
 from crane_viz.cli import main
-from crane_viz.evaluation import largest_energy_rise, linear_response, protocol_spec
 from crane_viz.errors import InputError
+from crane_viz.evaluation import largest_energy_rise, linear_response, protocol_spec
 from crane_viz.model import CRNN, get_config
 from crane_viz.physics import d2w, tr_b
 from crane_viz.presets import get_preset

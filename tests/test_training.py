@@ -10,8 +10,16 @@ from crane_viz.checkpoint import load_checkpoint
 from crane_viz.cli import main
 from crane_viz.dataset import DatasetSpec, generate, load_dataset
 from crane_viz.errors import DatasetError, InputError, TrainingDiverged
-from crane_viz.training import (VARIANCE_FLOOR, TrainConfig, augment, curriculum_horizon, energy_rise,
-                                frame_weights, train, window_of)
+from crane_viz.training import (
+    VARIANCE_FLOOR,
+    TrainConfig,
+    augment,
+    curriculum_horizon,
+    energy_rise,
+    frame_weights,
+    train,
+    window_of,
+)
 
 SPEC = DatasetSpec(sequences=6, frames=5, size=16, batch=3, seed=100)
 CFG = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=3)

@@ -20,7 +20,6 @@ from ..settings import SimulationSettings, resolve_device
 from .common import add_param_options, given, warn
 
 
-
 def add_parser(sub) -> None:
     p = sub.add_parser("simulate", help="run a reference solver and write run.h5 + a PNG",
                        description=__doc__)

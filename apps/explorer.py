@@ -26,7 +26,7 @@ from crane_viz.errors import CraneVizError
 from crane_viz.export import FrameStyle
 from crane_viz.initial import load_field
 from crane_viz.jobs import BackgroundJob
-from crane_viz.live import SIZES, ExplorerSettings, ExportJob, LiveRun, model_choices, record_run
+from crane_viz.live import SIZES, ExplorerSettings, ExportJob, LiveRun, apply_each, model_choices, record_run
 from crane_viz.metrics import spinodal_line
 from crane_viz.phase import SweepJob, outcome
 from crane_viz.presets import get_preset
@@ -410,8 +410,10 @@ class TrainingView:
         self.doc, self.on_models_changed = doc, on_models_changed
         self.project = Project()
         self.settings = TrainJobSettings(checkpoint_name=self._free_name())
-        if pn.state.location is not None:
-            pn.state.location.sync(self.settings, {k: f"train_{k}" for k in self.DATA + self.MODEL})
+        if pn.state.location is not None:  # paths (dataset, init) never come from a link
+            shared = [k for k in self.DATA + self.MODEL if k not in ("dataset", "init")]
+            pn.state.location.sync(self.settings, {k: f"train_{k}" for k in shared},
+                                   on_error=lambda values: apply_each(self.settings, values))
         widgets = {k: pn.widgets.IntInput for k in self.INTS}
         widgets["init"] = {"type": pn.widgets.Select, "options": ["", *list_checkpoints()]}
         self.data_controls = pn.Param(self.settings, parameters=self.DATA, show_name=False, widgets=widgets)
@@ -560,8 +562,16 @@ class TrainingView:
 
 def create_app():
     settings = ExplorerSettings()
+    url_notice = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+
+    def refused_from_url(values):
+        refused = apply_each(settings, values)
+        if refused:
+            url_notice.object = (f"This link's {', '.join(refused)} could not be used (not a known model "
+                                 "or outside the bounds); the defaults are shown instead.")
+            url_notice.visible = True
     if pn.state.location is not None:
-        pn.state.location.sync(settings, {k: k for k in URL_KEYS})
+        pn.state.location.sync(settings, {k: k for k in URL_KEYS}, on_error=refused_from_url)
     doc = pn.state.curdoc
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
     maps, plots, cutaway = MapsView(on_paint=lambda x, y: paint(x, y)), PlotsView(), CutawayView()
@@ -684,7 +694,7 @@ def create_app():
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,
                              pn.pane.Markdown("Upload an initial field (.npy or greyscale image):"),
                              upload, error])
-    template.main.extend([status, tabs, plots.panel(), exports.panel()])
+    template.main.extend([url_notice, status, tabs, plots.panel(), exports.panel()])
     def closed(_ctx):
         """The tab closed: stop the run, the sweep and any export, and delete this tab's files."""
         live.close()

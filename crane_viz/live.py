@@ -68,7 +68,8 @@ def model_info(model: str) -> dict:
 class ExplorerSettings(InitialConditionSettings):
     """The explorer's controls; the same bounds as the CLI's."""
 
-    model = param.Selector(default=None, objects=[], doc="Surrogate: a checkpoint (2D or 3D follows from it).")
+    model = param.Selector(default=None, objects=[], check_on_set=True,
+                           doc="Surrogate: a checkpoint (2D or 3D follows from it).")
     eta_percent = param.Number(0.6, bounds=(0.0, 5.0), softbounds=(0.0, 1.2),
                                doc="Elastic misfit η in percent (η-conditioned models); the papers used 0–1.2 %.")
     size = param.Selector(default=64, objects=SIZES, doc="Grid points per side of the reference grid.")
@@ -83,6 +84,21 @@ class ExplorerSettings(InitialConditionSettings):
         self.param.model.objects = choices
         params.setdefault("model", choices[0])
         super().__init__(**params)
+
+
+def apply_each(settings: param.Parameterized, values: dict) -> list[str]:
+    """Set each value on its own; returns "name=value" for those the settings refuse.
+
+    A shared link's values are applied this way, so one bad value (an unknown model, a path, a
+    size out of bounds) leaves the others in force and is reported instead of breaking the page.
+    """
+    refused = []
+    for key, value in values.items():
+        try:
+            settings.param.update({key: value})
+        except Exception:  # param raises ValueError or TypeError; anything else is refused too
+            refused.append(f"{key}={value!r}")
+    return refused
 
 
 class LiveRun:

@@ -156,6 +156,21 @@ def test_url_sets_eta_and_3d_model_renders_isosurface(browser, server):
     page.close()
 
 
+def test_a_link_with_bad_values_opens_with_a_notice(browser, server):
+    """A path as model and a size out of bounds are refused with a visible notice, the link's other
+    values still apply, and a dataset path in a link never reaches the Training tab (#16)."""
+    page, _ = open_page(browser, server + "?model=/etc&size=999&eta_percent=0.9&train_dataset=/etc/passwd")
+    page.wait_for_selector("text=could not be used", timeout=20_000)
+    notice = page.locator("text=could not be used").first.inner_text()
+    assert "model='/etc'" in notice and "size=999" in notice
+    assert page.locator("text=0.90").count() >= 1  # η from the same link
+    assert "/etc" not in page.locator("select").first.input_value()
+    page.click("text=Training")
+    page.wait_for_selector("text=Start training", timeout=20_000)
+    assert "/etc/passwd" not in page.content()
+    page.close()
+
+
 def test_change_eta_and_reset(browser, server):
     """Move the η slider with the keyboard, press Reset: the run restarts at frame 0 with the new η."""
     page, _ = open_page(browser, server)

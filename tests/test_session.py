@@ -94,7 +94,11 @@ def test_training_range_warnings_and_edit_conserves_mass():
                 reference=SpectralSolver(P2, misfit=0.02),
                 training={"mean_range": [0.2, 0.8], "misfit_range": [0.0, 0.012], "grid": 64})
     text = " ".join(s.warnings)
-    assert "⟨φ⟩ = 0.900" in text and "η = 2.000 %" in text
+    assert "⟨φ⟩ = 0.900 is outside the training range [0.200, 0.800]" in text and "η = 2.00 %" in text
+    # a range recorded from samples of U(0, 1.2 %): η = 0 and ⟨φ⟩ at its edge are inside (#16)
+    sampled = {"mean_range": [0.20628, 0.79813], "misfit_range": [0.00002, 0.01165], "grid": 16}
+    edge = Session(tiny_surrogate(), field(mean=0.2), P2, misfit=0.0, device=torch.device("cpu"), training=sampled)
+    assert edge.warnings == []
     s.step()
     bump = np.zeros((16, 16))
     bump[4:7, 4:7] = 0.3

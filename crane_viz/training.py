@@ -36,7 +36,7 @@ from .physics import elastic_energy_mean, free_energy, grad_sq_fd, spatial_mean,
 from .surrogate import downsample
 
 STATE_FILE, LOG_FILE, BEST, SNAPSHOTS = "train_state.pt", "log.jsonl", "best", "epochs"
-FRAME_WEIGHTS = ("uniform", "variance")
+FRAME_WEIGHTS = ("uniform", "variance", "increment")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -59,8 +59,10 @@ class TrainConfig:
     init: str = ""  # checkpoint (name or folder) whose weights start the run: fine-tuning
     clip_norm: float = 0.0  # clip the gradient's global norm to this (0: no clipping)
     keep: str = "best"  # checkpoint of the lowest validation loss, or "last": of the latest epoch
-    frame_weight: str = "uniform"  # "variance": each frame's loss ÷ (its true variance + 1e-4), so
-    #   the small-amplitude linear regime, where the elastic orientation is selected, counts
+    frame_weight: str = "uniform"  # "increment": each frame's loss ÷ the mean square of its true
+    #   change, so the small-amplitude linear regime (where the elastic orientation is selected)
+    #   counts and "nothing happens" costs 1 per frame; "variance" (÷ the frame's variance) was
+    #   measured to collapse to "nothing happens"
     rise_weight: float = 0.0  # penalty on any rise of F/V over one model step (relative to F/V)
     first_window: float = 0.0  # probability that a window starts at frame 0 (the linear regime)
     ema: float = 0.0  # decay of the exponential moving average of the weights that is validated
@@ -156,18 +158,27 @@ def free_energy_density(phi: torch.Tensor, eta: torch.Tensor, preset, dim: int) 
 
 
 VARIANCE_FLOOR = 1e-4  # (0.01)²: below this a frame's deviations are noise, not structure
+INCREMENT_FLOOR = 1e-8  # (1e-4)²: a frame that changes less than this is treated as static
 
 
-def frame_weights(target: torch.Tensor, how: str) -> torch.Tensor:
-    """(B·T',) weight of every true frame: 1, or 1/(variance + floor) normalised to mean 1 per batch.
+def frame_weights(target: torch.Tensor, how: str, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """(B·T',) weight of every true frame, normalised to mean 1 per batch: 1 ("uniform"),
+    1/(variance + floor) ("variance"), or 1/(mean square of the true change from `previous` +
+    floor) ("increment").
 
     A plain MSE over whole sequences gives the first frames, whose deviations are 10⁻² of the
     late ones, almost no weight, yet they fix σ(k, n, η) and with it the domains' orientation.
+    "variance" was measured to reward "nothing happens" (a field changes little over a window
+    relative to its own spread, so a model that returns its input scored 3·10⁻⁴ while its plain
+    MSE equalled the identity's); "increment" scores the change itself, so returning the input
+    costs 1 in every frame.
     """
     if how == "uniform":
         return torch.ones(target.shape[0], dtype=target.dtype, device=target.device)
-    var = target.flatten(1).var(dim=1)
-    weight = 1.0 / (var + VARIANCE_FLOOR)
+    if how == "variance":
+        weight = 1.0 / (target.flatten(1).var(dim=1) + VARIANCE_FLOOR)
+    else:
+        weight = 1.0 / (((target - previous) ** 2).flatten(1).mean(dim=1) + INCREMENT_FLOOR)
     return weight / weight.mean()
 
 
@@ -188,17 +199,18 @@ def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, pre
     return torch.relu((f_out - f_in) / f_in.detach().abs().clamp_min(1e-6)).mean()
 
 
-def composite_loss(pred: torch.Tensor, target: torch.Tensor, eta: torch.Tensor, preset,
+def composite_loss(pred: torch.Tensor, seq: torch.Tensor, eta: torch.Tensor, preset,
                    cfg: TrainConfig, inputs: torch.Tensor | None = None) -> torch.Tensor:
-    """L = L_φ + λ_∇ L_∇ + λ_f L_f (+ λ_rise · energy rise) over (B, T', *grid) frames.
+    """L = L_φ + λ_∇ L_∇ + λ_f L_f (+ λ_rise · energy rise) of predicted frames 1..T−1,
+    (B, T−1, *grid), against the true sequence `seq`, (B, T, *grid).
 
     The first three are per-frame means weighted by `frame_weights`; the rise term needs the
-    model's `inputs` (B, T', *grid) and is left out without them.
+    model's `inputs` (B, T−1, *grid) and is left out without them.
     """
     dim = pred.ndim - 2
-    flat_p, flat_t = pred.flatten(0, 1), target.flatten(0, 1)
+    flat_p, flat_t = pred.flatten(0, 1), seq[:, 1:].flatten(0, 1)
     eta_t = eta.repeat_interleave(pred.shape[1])
-    weight = frame_weights(flat_t, cfg.frame_weight)
+    weight = frame_weights(flat_t, cfg.frame_weight, seq[:, :-1].flatten(0, 1))
     l_phi = ((flat_p - flat_t) ** 2).flatten(1).mean(1)
     l_grad = ((grad_sq_fd(flat_p, dim) - grad_sq_fd(flat_t, dim)) ** 2).flatten(1).mean(1)
     l_f = (free_energy_density(flat_p, eta_t, preset, dim)
@@ -248,7 +260,7 @@ def validation_loss(model, data: Dataset, idx, preset, cfg, device) -> float:
             b = idx[start:start + cfg.batch]
             seq, eta = data.phi[b].to(device), data.eta[b].to(device)
             pred = unroll(model, seq, 1, conditions(model, eta), 0.0, None)
-            total += float(composite_loss(pred, seq[:, 1:], eta, preset, cfg)) * len(b)
+            total += float(composite_loss(pred, seq, eta, preset, cfg)) * len(b)
     return total / len(idx)
 
 
@@ -437,7 +449,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 eta = data.eta[b].to(device)
                 pred, inputs = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen,
                                       with_inputs=True)
-                loss = composite_loss(pred, seq[:, 1:], eta, preset, cfg, inputs)
+                loss = composite_loss(pred, seq, eta, preset, cfg, inputs)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"training diverged: the loss became {loss.item()} in epoch "
                                            f"{epoch + 1}; the last finished epoch is kept in {out} "

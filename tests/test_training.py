@@ -245,6 +245,20 @@ def test_variance_frame_weights_lift_the_linear_regime():
     torch.testing.assert_close(w.mean(), torch.tensor(1.0))
 
 
+def test_increment_weights_make_doing_nothing_cost_the_same_in_every_frame():
+    """Weights ∝ 1/(mean-square true change): a frame changing 10× more weighs 100× less, so the
+    loss of returning the input is the same for slow and fast frames."""
+    base = 0.5 + 0.05 * torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    step = 0.01 * torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(1))
+    previous = torch.cat([base, base])
+    target = torch.cat([base + step, base + 10 * step])
+    w = frame_weights(target, "increment", previous)
+    change = ((target - previous) ** 2).flatten(1).mean(1)
+    torch.testing.assert_close(w[0] / w[1], (change[1] + 1e-8) / (change[0] + 1e-8), rtol=1e-5, atol=0)
+    cost = w * change  # the weighted error of predicting `previous`
+    torch.testing.assert_close(cost[0], cost[1], rtol=1e-3, atol=0)
+
+
 def test_energy_rise_is_zero_for_cahn_hilliard_steps_and_positive_for_roughening():
     """The reference solver's frame lowers F/V (no rise); adding noise raises it."""
     from crane_viz.engines import make_solver

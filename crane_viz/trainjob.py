@@ -509,6 +509,8 @@ class Project:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
         _CHILDREN[proc.pid] = proc
+        # reap it when it ends, whether or not anyone polls its status (no zombie processes)
+        threading.Thread(target=proc.wait, name=f"crane-viz-reap-{proc.pid}", daemon=True).start()
         (folder / "pid").write_text(str(proc.pid))
 
 

@@ -1,10 +1,12 @@
 """Background training jobs: real `crane-viz train-job` processes on tiny data (4 sequences × 8
 frames at 16²), started, cancelled, resumed, killed and raced through `Project`."""
 
+import json
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -51,6 +53,17 @@ def test_tiny_job_finishes_with_loss_curve_preview_and_listed_checkpoint(project
     assert ckpt.training["frames"] == 8 and ckpt.config["metrics"]["val_loss"] == min(r["val_loss"] for r in log)
     card = (ckpt.path / "MODEL_CARD.md").read_text()
     assert "| 3 |" in card and "crane-viz evaluate tiny-job" in card
+
+
+def test_a_finished_job_leaves_no_zombie_even_when_nobody_polls_it(project):
+    """The job's status is read from its file only (never polled through the project), and its
+    process is gone — reaped — shortly after it finishes (#16)."""
+    job = project.start(TrainJobSettings(checkpoint_name="unwatched", epochs=1, **TINY))
+    pid = int((job.folder / "pid").read_text())
+    wait_for(lambda: json.loads((job.folder / "status.json").read_text()).get("state") == "finished", 120)
+
+    # a reaped child disappears from /proc; a zombie stays there in state "Z"
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=10)
 
 
 def test_cancel_keeps_a_state_that_resume_continues_from(project):

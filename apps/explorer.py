@@ -426,7 +426,9 @@ class TrainingView:
         self.jobs = pn.widgets.Select(label="Job", options={}, width=520)
         self.state = pn.pane.Markdown("No training job yet in " + str(self.project.root), margin=(0, 10))
         self.progress = pn.indicators.Progress(value=0, max=1000, width=520)
-        self.failure = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.failure = pn.pane.Alert("", alert_type="danger", visible=False)  # the shown job failed
+        # why Start, Cancel or Resume was refused; the 1-second refresh leaves it alone
+        self.refused = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["refused"])
         self.loss = ColumnDataSource({"epoch": [], "train": [], "val": [], "horizon": []})
         fig = figure(title="loss per epoch", width=520, height=300, y_axis_type="log",
                      tools="pan,wheel_zoom,reset,save", toolbar_location="above", css_classes=["loss-plot"])
@@ -475,11 +477,11 @@ class TrainingView:
             self.estimate.object = "Estimate: timing a few steps…"
 
     def _start(self, _):
-        self.failure.visible = False
+        self.refused.visible = False
         try:
             job = self.project.start(TrainJobSettings(**self.settings.describe()))
         except (CraneVizError, ValueError) as exc:
-            self.failure.object, self.failure.visible = str(exc), True
+            self.refused.object, self.refused.visible = str(exc), True
             return
         self.refresh()
         self.jobs.value = job.id
@@ -488,10 +490,11 @@ class TrainingView:
     def _act(self, action):
         if not self.jobs.value:
             return
+        self.refused.visible = False
         try:
             action(self.jobs.value)
         except (CraneVizError, ValueError) as exc:
-            self.failure.object, self.failure.visible = str(exc), True
+            self.refused.object, self.refused.visible = str(exc), True
             return
         self.refresh()
 
@@ -556,7 +559,8 @@ class TrainingView:
         watch = pn.Column(self.jobs, self.state, self.progress, self.failure, self.figure,
                           pn.pane.Markdown("Validation rollout preview (reference above the model's own "
                                            "rollout from the first frame):", margin=(0, 10)), self.preview)
-        return pn.Row(pn.Column(settings, self.estimate, pn.Row(self.start, self.cancel, self.resume), width=350),
+        return pn.Row(pn.Column(settings, self.estimate, pn.Row(self.start, self.cancel, self.resume), self.refused,
+                                width=350),
                       watch)
 
 

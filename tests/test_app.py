@@ -280,6 +280,19 @@ def test_training_tab_starts_a_job_plots_its_loss_and_cancels(browser, server):
     page.close()
 
 
+def test_training_tab_keeps_the_reason_a_start_was_refused(browser, server):
+    """A checkpoint name that is already taken is refused with its reason, which stays on screen
+    through the tab's 1-second refresh instead of vanishing (#16 item 13)."""
+    page, _ = open_page(browser, server + "?train_checkpoint_name=coherent-2d&train_sequences=4&train_size=16")
+    page.click(".bk-tab:text-is('Training')")
+    page.wait_for_selector("text=Start training", timeout=30_000)
+    page.click("text=Start training")
+    page.wait_for_selector(".refused >> text=/coherent-2d/", timeout=20_000)
+    page.wait_for_timeout(3500)  # several refreshes later
+    assert page.locator(".refused >> text=/coherent-2d/").is_visible()
+    page.close()
+
+
 def _watch_and_cancel(page):
     import imageio.v3 as iio
 

@@ -26,7 +26,7 @@ from crane_viz.errors import CraneVizError
 from crane_viz.export import FrameStyle
 from crane_viz.initial import load_field
 from crane_viz.jobs import BackgroundJob
-from crane_viz.live import SIZES, ExplorerSettings, ExportJob, LiveRun, apply_each, model_choices, record_run
+from crane_viz.live import MAX_SIDE, SIZES, ExplorerSettings, ExportJob, LiveRun, apply_each, model_choices, record_run
 from crane_viz.metrics import spinodal_line
 from crane_viz.phase import SweepJob, outcome
 from crane_viz.presets import get_preset
@@ -662,7 +662,7 @@ def create_app():
             tmp.write(event.new)
             tmp.flush()
             try:
-                live.set_upload(load_field(tmp.name))
+                live.set_upload(load_field(tmp.name, max_side=MAX_SIDE[live.info["dim"]]))
             except CraneVizError as exc:
                 report(str(exc).replace(tmp.name, upload.filename or "upload"))
                 return

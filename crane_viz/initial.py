@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -155,18 +156,36 @@ def _read_image(path: Path) -> np.ndarray:
     return img.astype(np.float64) / top
 
 
+def _peek_side(path: Path, suffix: str) -> int:
+    """The largest grid side a field file declares, read from its header without decoding it."""
+    if suffix == ".npy":
+        return max(np.load(path, mmap_mode="r", allow_pickle=False).shape[-2:], default=0)
+    if suffix in (".h5", ".hdf5"):
+        with h5py.File(path, "r") as f:
+            return max(f["phi"].shape[-2:], default=0) if "phi" in f else 0
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return max(img.size)
+
+
 def load_field(path: str | Path, *, dim: int | None = None, size: int | None = None,
-               frame: int = -1) -> np.ndarray:
+               frame: int = -1, max_side: int | None = None) -> np.ndarray:
     """Read an initial field from .npy, .h5 (dataset `phi`, frame `frame`) or a greyscale image.
 
     Checks that it is real, finite, square/cubic, of dimension `dim` and side `size` when given,
-    and raises InputError naming the file and the failed check otherwise.
+    and raises InputError naming the file and the failed check otherwise. `max_side` is checked
+    from the file's header before anything is decoded (a small PNG can hold a huge image).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
+        if max_side is not None and suffix in (".npy", ".h5", ".hdf5", *IMAGE_SUFFIXES):
+            side = _peek_side(path, suffix)
+            if side > max_side:
+                raise InputError(f"{path}: {side} points per side; at most {max_side} are allowed here")
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
         elif suffix in (".h5", ".hdf5"):

@@ -21,6 +21,7 @@ import torch
 
 from .checkpoint import list_checkpoints, load_checkpoint
 from .engines import make_solver
+from .errors import InputError
 from .export import Cancelled, Recorder, Trajectory, export
 from .initial import check_field, perlin_field
 from .jobs import BackgroundJob
@@ -32,6 +33,7 @@ from .surrogate import SurrogateEngine, pick_device
 
 UNTRAINED = {"untrained small-2d": ("small-2d", "coherent-2d"), "untrained small-3d": ("small-3d", "plain-3d")}
 SIZES = [32, 64, 96, 128, 192, 256]
+MAX_SIDE = {2: max(SIZES), 3: 96}  # the largest grid a browser session runs, per dimension
 
 
 def model_choices() -> list[str]:
@@ -132,7 +134,7 @@ class LiveRun:
 
     def initial_field(self) -> np.ndarray:
         s, dim = self.settings, self.info["dim"]
-        size = s.size if dim == 2 else min(s.size, 96)
+        size = min(s.size, MAX_SIDE[dim])
         if s.init_kind == "upload":
             if self.uploaded is None:
                 raise ValueError("no field uploaded yet: upload a .npy or an image first")
@@ -170,8 +172,14 @@ class LiveRun:
         self.on_state(self.describe())
 
     def set_upload(self, field: np.ndarray) -> None:
-        """Validate and keep an uploaded field (raises InputError with the reason)."""
-        self.uploaded = check_field(field, "upload", dim=self.info["dim"])
+        """Validate and keep an uploaded field (raises InputError with the reason): the same
+        bounds as the grid selector's, so an upload cannot start a bigger session."""
+        dim = self.info["dim"]
+        field = check_field(field, "upload", dim=dim)
+        if field.shape[0] > MAX_SIDE[dim]:
+            raise InputError(f"upload: {field.shape[0]} points per side; the explorer runs at most "
+                             f"{MAX_SIDE[dim]} in {dim}D")
+        self.uploaded = field
 
     def describe(self) -> str:
         s = self.session

@@ -98,3 +98,19 @@ def test_wrong_dimension_and_missing_file(tmp_path):
     (tmp_path / "broken.npy").write_bytes(b"not numpy")
     with pytest.raises(InputError, match="could not be read"):
         load_field(tmp_path / "broken.npy")
+
+
+def test_max_side_is_checked_before_decoding(tmp_path):
+    """A tiny, highly compressible 4096² PNG is refused from its header (#16 item 3)."""
+    import imageio.v3 as iio
+
+    png = tmp_path / "huge.png"
+    iio.imwrite(png, np.zeros((4096, 4096), dtype=np.uint8))
+    assert png.stat().st_size < 100_000
+    with pytest.raises(InputError, match="4096 points per side; at most 256"):
+        load_field(png, max_side=256)
+    npy = tmp_path / "big.npy"
+    np.save(npy, np.full((300, 300), 0.5))
+    with pytest.raises(InputError, match="300 points per side"):
+        load_field(npy, max_side=256)
+    assert load_field(npy, max_side=300).shape == (300, 300)

@@ -59,6 +59,8 @@ def test_upload_validation():
     live, _ = make()
     with pytest.raises(InputError, match="NaN"):
         live.set_upload(np.full((32, 32), np.nan))
+    with pytest.raises(InputError, match="at most 256"):  # the grid selector's bound holds (#16)
+        live.set_upload(np.full((512, 512), 0.5))
     live.set_upload(np.full((32, 32), 0.4) + 0.01 * np.random.default_rng(0).random((32, 32)))
     live.settings.init_kind = "upload"
     live.reset()

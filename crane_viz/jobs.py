@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
 from .errors import CraneVizError
 
+log = logging.getLogger("crane_viz")
+
+
+def unexpected(exc: BaseException, what: str) -> str:
+    """Log an unexpected failure with its traceback; the one-line reason to show the user."""
+    log.error("%s failed", what, exc_info=exc)
+    return f"{what} failed: {exc.__class__.__name__}: {exc} (the server log has the details)"
+
 
 class BackgroundJob:
     """Runs `work(cancel_event)` on a daemon thread, then `on_done(result, None)` or
-    `on_done(None, message)` for an error a user can act on (a cancellation included)."""
+    `on_done(None, message)` — for an error a user can act on (a cancellation included) and for
+    anything unexpected (MemoryError, an ffmpeg OSError, a torch RuntimeError), which is also
+    logged with its traceback: the job never ends without a report."""
 
     def __init__(self):
         self._cancel = threading.Event()
@@ -31,6 +42,8 @@ class BackgroundJob:
                 result = work(self._cancel)
             except (CraneVizError, ValueError) as exc:
                 on_done(None, str(exc))
+            except Exception as exc:  # noqa: BLE001  (reported, not swallowed)
+                on_done(None, unexpected(exc, name))
             else:
                 on_done(result, None)
 

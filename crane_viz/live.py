@@ -24,7 +24,7 @@ from .engines import make_solver
 from .errors import InputError
 from .export import Cancelled, Recorder, Trajectory, export
 from .initial import check_field, perlin_field
-from .jobs import BackgroundJob
+from .jobs import BackgroundJob, unexpected
 from .model import CRNN, get_config
 from .presets import get_preset
 from .session import Frame, Session
@@ -236,10 +236,16 @@ class LiveRun:
             self.on_state(self.describe())
 
     def _loop(self) -> None:
-        while self._playing.is_set() and not self._closed:
-            self.step()
-            if self.session.stopped:
-                break
+        """The worker: frames until paused, closed or stopped; a failure pauses the run and is
+        reported through `on_state` (and the log), never a thread that dies silently."""
+        try:
+            while self._playing.is_set() and not self._closed:
+                self.step()
+                if self.session.stopped:
+                    break
+        except Exception as exc:  # noqa: BLE001  (reported, not swallowed)
+            self.pause()
+            self.on_state(f"⚠ {unexpected(exc, 'the live run')}")
 
 
 def record_frame(recorder: Recorder, frame: Frame) -> None:

@@ -242,6 +242,15 @@ class SweepSettings(Settings):
             raise InputError(f"--mean-min ({self.mean_min}) must be below --mean-max ({self.mean_max})")
         if self.cells > self.size:
             raise InputError(f"--cells must be at most the grid size {self.size}, not {self.cells}")
+        # one batch of points is integrated at once: fields, solver work arrays and the activations
+        # of a paper-size model (24 channels) for every point of the batch
+        per_point = (WORK_ARRAYS + ACTIVATION_ARRAYS * 24) * 4 * self.size**2
+        allowed = available_memory_bytes() // 2
+        if per_point * self.batch > allowed:
+            fits = max(allowed // per_point, 0)
+            raise InputError(f"--batch {self.batch} at --size {self.size} needs about "
+                             f"{per_point * self.batch / 2**30:.1f} GiB; this machine holds at most "
+                             f"{fits} points of {self.size}² per batch (lower --batch or --size)")
 
     def describe(self) -> dict:
         return {k: v for k, v in self.param.values().items() if k != "name"}

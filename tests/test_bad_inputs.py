@@ -222,6 +222,7 @@ PHASE = [
     (["--out", "{dir}/phase.csv"], "phase.json"),
     (["--out", "{readonly}/p.csv"], "cannot write"),
     (["--scheduler", "tcp://127.0.0.1:9"], "scheduler"),
+    (["--size", "2048", "--batch", "1024", "--points", "1024"], "--batch 1024 at --size 2048"),
 ]
 EXPORT = [
     (["{dir}/good_run.h5", "--out", "{dir}/x.png", "--frame", "99"], "--frame"),

@@ -106,3 +106,28 @@ def test_recording_and_background_export(tmp_path):
     assert not (tmp_path / "exports" / "movie2.mp4").exists()
     job.close()
     assert not (tmp_path / "exports").exists()
+
+
+def test_unexpected_failures_are_reported_and_logged(caplog):
+    """A MemoryError in a background job or in the live loop reaches the user and the log (#16)."""
+    import threading
+
+    from crane_viz.jobs import BackgroundJob
+
+    done = []
+    job = BackgroundJob()
+    job.launch(lambda cancel: (_ for _ in ()).throw(MemoryError("no room")), lambda r, e: done.append(e), "sweep")
+    job.wait(10)
+    assert done == ["sweep failed: MemoryError: no room (the server log has the details)"]
+    assert "MemoryError: no room" in caplog.text  # with its traceback
+
+    live, _ = make()
+    states, failed = [], threading.Event()
+    live.on_state = lambda message: (states.append(message), failed.set())
+
+    def broken():
+        raise RuntimeError("torch broke")
+    live.session.step = broken
+    live.play()
+    assert failed.wait(10) and "the live run failed: RuntimeError: torch broke" in states[-1]
+    assert not live.playing

@@ -581,7 +581,9 @@ def create_app():
     maps, plots, cutaway = MapsView(on_paint=lambda x, y: paint(x, y)), PlotsView(), CutawayView()
     counter = pn.indicators.Number(label="frame", value=0, font_size="20pt", title_size="10pt")
 
-    def show(frames, pngs=None):
+    def show(frames, generation, pngs=None):
+        if generation != live.generation:  # computed before a reset: its plots were cleared
+            return
         if pngs:
             cutaway.show(pngs)
         last = frames[-1]
@@ -596,10 +598,10 @@ def create_app():
         status.object = (f"frame {last.index} · t = {last.time:g} · surrogate {m['surrogate_ms']:.0f} "
                          f"ms/frame{ref_text} · {live.describe()}")
 
-    def on_frames(frames):
+    def on_frames(frames, generation):
         """Worker thread: render 3D images here, hand everything to the event loop to display."""
         pngs = cutaway.render(frames[-1]) if live.info["dim"] == 3 else None
-        doc.add_next_tick_callback(partial(show, frames, pngs))
+        doc.add_next_tick_callback(partial(show, frames, generation, pngs))
 
     def on_state(message):
         doc.add_next_tick_callback(lambda: setattr(status, "object", message))

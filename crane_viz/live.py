@@ -106,8 +106,10 @@ def apply_each(settings: param.Parameterized, values: dict) -> list[str]:
 class LiveRun:
     """One browser session's simulation: play/pause/step/reset on a worker thread.
 
-    `on_frames(frames)` receives each batch of new frames (called from the worker thread);
-    `on_state(message)` receives status and warning text.
+    `on_frames(frames, generation)` receives each batch of new frames (called from the worker
+    thread) with the generation of the session that made them: `reset` starts a new generation,
+    so a view can drop a batch that arrives after it was reset; `on_state(message)` receives
+    status and warning text.
     """
 
     def __init__(self, settings: ExplorerSettings, on_frames, on_state=lambda msg: None):
@@ -116,6 +118,7 @@ class LiveRun:
         self.device = pick_device()
         self.uploaded: np.ndarray | None = None
         self._lock = threading.RLock()
+        self.generation = 0  # incremented by reset(); frames carry the one they were made in
         self._playing = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -166,6 +169,7 @@ class LiveRun:
         """Rebuild the session from the current settings (stops playing, restarts recording)."""
         self.pause()
         with self._lock:
+            self.generation += 1
             self.session = self.build_session()
             self.recorder.clear(self.export_attrs())
             record_frame(self.recorder, self.session.current())
@@ -207,8 +211,9 @@ class LiveRun:
     def step(self) -> list[Frame]:
         """Advance `frames_per_update` frames now (when paused) and report them."""
         with self._lock:
+            generation = self.generation
             frames = [f for f in (self.session.step() for _ in range(self.settings.frames_per_update)) if f]
-        self._report(frames)
+        self._report(frames, generation)
         return frames
 
     def paint(self, x: float, y: float, radius: float, amount: float) -> None:
@@ -226,11 +231,14 @@ class LiveRun:
         self._closed = True
         self.pause()
 
-    def _report(self, frames: list[Frame]) -> None:
-        for frame in frames:
-            record_frame(self.recorder, frame)
+    def _report(self, frames: list[Frame], generation: int) -> None:
+        with self._lock:
+            if generation != self.generation:  # made by a session that has been reset since
+                return
+            for frame in frames:
+                record_frame(self.recorder, frame)
         if frames:
-            self.on_frames(frames)
+            self.on_frames(frames, generation)
         if self.session.stopped:
             self.pause()
             self.on_state(self.describe())

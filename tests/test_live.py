@@ -12,7 +12,7 @@ from crane_viz.live import ExplorerSettings, LiveRun
 def make(**kw):
     got = []
     settings = ExplorerSettings(model="untrained small-2d", size=32, **kw)
-    return LiveRun(settings, got.extend), got
+    return LiveRun(settings, lambda frames, generation: got.extend(frames)), got
 
 
 def test_play_pause_in_background_thread():
@@ -131,3 +131,17 @@ def test_unexpected_failures_are_reported_and_logged(caplog):
     live.play()
     assert failed.wait(10) and "the live run failed: RuntimeError: torch broke" in states[-1]
     assert not live.playing
+
+
+def test_frames_from_before_a_reset_are_dropped():
+    """A batch computed before a reset reaches neither the view nor the recording (#16 item 12:
+    the plots' time axis read [15, 1, 2, 3, …] after a setting changed while playing)."""
+    live, got = make()
+    old = live.generation
+    with live._lock:  # the worker has computed a frame of the old session...
+        frames = [live.session.step()]
+    live.reset()  # ...then a setting changes
+    live._report(frames, old)  # ...and the worker reports it
+    assert got == [] and len(live.recorder.time) == 1  # only the new session's initial frame
+    fresh = live.step()
+    assert got == fresh and fresh[0].index == 1

@@ -61,8 +61,8 @@ class TrainConfig:
     keep: str = "best"  # checkpoint of the lowest validation loss, or "last": of the latest epoch
     frame_weight: str = "uniform"  # "increment": each frame's loss ÷ the mean square of its true
     #   change, so the small-amplitude linear regime (where the elastic orientation is selected)
-    #   counts and "nothing happens" costs 1 per frame; "variance" (÷ the frame's variance) was
-    #   measured to collapse to "nothing happens"
+    #   counts and "nothing happens" costs the same in every frame; "variance": ÷ the frame's
+    #   variance
     rise_weight: float = 0.0  # penalty on any rise of F/V over one model step (relative to F/V)
     first_window: float = 0.0  # probability that a window starts at frame 0 (the linear regime)
     ema: float = 0.0  # decay of the exponential moving average of the weights that is validated
@@ -168,10 +168,9 @@ def frame_weights(target: torch.Tensor, how: str, previous: torch.Tensor | None 
 
     A plain MSE over whole sequences gives the first frames, whose deviations are 10⁻² of the
     late ones, almost no weight, yet they fix σ(k, n, η) and with it the domains' orientation.
-    "variance" was measured to reward "nothing happens" (a field changes little over a window
-    relative to its own spread, so a model that returns its input scored 3·10⁻⁴ while its plain
-    MSE equalled the identity's); "increment" scores the change itself, so returning the input
-    costs 1 in every frame.
+    "variance" lets a model that returns its input score well (a field changes little over a
+    window relative to its own spread); "increment" scores the change itself, so returning the
+    input costs the same in every frame.
     """
     if how == "uniform":
         return torch.ones(target.shape[0], dtype=target.dtype, device=target.device)

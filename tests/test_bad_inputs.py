@@ -89,6 +89,9 @@ def files(tmp_path_factory):
     (d / "e.gif").write_bytes(b"gif")
     (d / "existing_dir").mkdir()
     (d / "folder.png").mkdir()
+    (d / "resume_run").mkdir()
+    (d / "resume_run" / "train_state.pt").write_bytes(b"not a state")
+    (d / "cp.h5.part").write_bytes(b"not an hdf5 file")
     # hostile checkpoints: a valid tiny one, then each config damaged
     tiny = save_checkpoint(d / "ck" / "tiny", CRNN(get_config("tiny-2d")), name="tiny",
                            preset=get_preset("coherent-2d"))
@@ -178,6 +181,7 @@ GENERATE = [
     (["--eta-range", "0.5", "1"], "--eta-range"),
     (["--sequences", "0"], "--sequences"),
     (["--out", "{dir}/missing/d.h5"], "missing"),
+    (["--out", "{dir}/cp.h5"], "cp.h5.part"),
     (["--out", "{readonly}/d.h5"], "cannot write"),
     (["--size", "100000"], "--size"),
     (["--preset", "plain-3d", "--size", "512"], "--size"),
@@ -192,6 +196,9 @@ TRAIN = [
     (["--grid-scale", "32"], "--grid-scale"),
     (["--lr", "-1"], "--lr"),
     (["--lr", "nan"], "--lr"),
+    (["--lr", "1e6"], "--lr"),
+    (["--out", "{readonly}/run"], "cannot write"),
+    (["--out", "{dir}/resume_run", "--resume"], "train_state.pt"),
     (["--noise", "-1"], "--noise"),
     (["--val-fraction", "1"], "--val-fraction"),
     (["--model", "foo"], "--model"),

@@ -692,7 +692,10 @@ def create_app():
                                               "seed", "init_kind", "reference", "frames_per_update"],
                         show_name=False, widgets={"eta_percent": {"type": pn.widgets.FloatSlider, "step": 0.01},
                                                   "mean": {"type": pn.widgets.FloatSlider, "step": 0.01},
-                                                  "amplitude": {"type": pn.widgets.FloatSlider, "step": 0.005}})
+                                                  # 3 decimals, so a 1e-3 noise does not read "0"
+                                                  "amplitude": {"type": pn.widgets.FloatSlider, "step": 0.001,
+                                                                "format": "0.000"},
+                                                  "seed": pn.widgets.IntInput})
     tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", pn.Column(rotate, cutaway.panel())),
                    ("Phase diagram", phase.panel()), ("Training", training.panel()), dynamic=True)
     template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",

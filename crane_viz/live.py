@@ -190,6 +190,9 @@ class LiveRun:
         parts = [f"device {self.device.type.upper()}", f"comparison grid {'×'.join(map(str, s.comparison_grid))}"]
         if s.reference is not None and self.info["dim"] == 3 and s.reference.name == "spectral":
             parts.append("3D spectral reference: compare statistically, not pointwise")
+        dim = self.info["dim"]
+        if self.settings.size > MAX_SIDE[dim]:
+            parts.append(f"{dim}D runs at most {MAX_SIDE[dim]} points per side here, not {self.settings.size}")
         return " · ".join(parts + s.warnings + ([s.stop_reason] if s.stop_reason else []))
 
     # ---------------------------------------------------------------- control

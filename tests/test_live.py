@@ -145,3 +145,11 @@ def test_frames_from_before_a_reset_are_dropped():
     assert got == [] and len(live.recorder.time) == 1  # only the new session's initial frame
     fresh = live.step()
     assert got == fresh and fresh[0].index == 1
+
+
+def test_a_3d_size_beyond_the_cap_is_said_not_silently_shrunk():
+    """#16 item 14: the cap holds and the status line says so."""
+    settings = ExplorerSettings(model="untrained small-3d", size=256, reference="none")
+    live = LiveRun(settings, lambda frames, generation: None)
+    assert live.session.phi0.shape == (96, 96, 96)
+    assert "3D runs at most 96 points per side here, not 256" in live.describe()

@@ -448,8 +448,14 @@ class TrainingView:
         self.settings.param.watch(self._preset_defaults, "preset")
         costly = [k for k in self.DATA + self.MODEL if k not in ("checkpoint_name", "preview_every", "seed", "data_seed")]
         self.settings.param.watch(lambda _: self.update_estimate(), costly)  # what changes the cost
+        self.opened = False  # no estimate is timed before the tab is opened (never while a page builds)
         self.refresh()
-        self.update_estimate()
+
+    def open(self):
+        """The tab was shown: time the estimate now, and again whenever a costly setting changes."""
+        if not self.opened:
+            self.opened = True
+            self.update_estimate()
 
     def _free_name(self) -> str:
         taken = set(list_checkpoints()) | {j.name for j in self.project.jobs()}
@@ -463,7 +469,13 @@ class TrainingView:
 
     def update_estimate(self):
         """Time a few solver and training steps in the background; the latest settings win."""
-        settings = TrainJobSettings(**self.settings.describe())
+        if not self.opened:
+            return
+        try:
+            settings = TrainJobSettings(**self.settings.describe())
+        except (CraneVizError, ValueError) as exc:
+            self.estimate.object = f"⚠ {exc}"
+            return
 
         def done(est, error):
             text = f"⚠ {error}" if error else f"Estimate: {describe_estimate(est)}"
@@ -698,6 +710,7 @@ def create_app():
                                                   "seed": pn.widgets.IntInput})
     tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", pn.Column(rotate, cutaway.panel())),
                    ("Phase diagram", phase.panel()), ("Training", training.panel()), dynamic=True)
+    tabs.param.watch(lambda event: training.open() if event.new == 3 else None, "active")
     template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
                                              sidebar_width=330)
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,

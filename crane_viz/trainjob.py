@@ -187,9 +187,16 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+PROBE_SIDE = {2: 64, 3: 32}  # the largest grid an estimate times; beyond it the cost is scaled
+
+
 def _estimate(settings: TrainJobSettings, repeats: int) -> dict:
+    """Timed at min(grid, PROBE_SIDE) points per side and scaled by the number of grid points, so
+    an estimate costs seconds and megabytes whatever grid it is asked about."""
     device = resolve_device("auto")
     sequences, frames, n, dim = settings.data_shape()
+    probe_n = min(n, PROBE_SIDE[dim])
+    scale = (n / probe_n) ** dim
     generate_s = 0.0
     if settings.dataset:
         bytes_ = Path(settings.dataset).stat().st_size
@@ -197,24 +204,25 @@ def _estimate(settings: TrainJobSettings, repeats: int) -> dict:
         preset = get_preset(settings.preset)
         bytes_ = sequences * frames * n**dim * 4
         spec = settings.dataset_spec()
-        cases = [{"mean": 0.5, "eta": settings.eta_max_percent / 100, "amplitude": 0.1, "cells": min(4, n),
+        cases = [{"mean": 0.5, "eta": settings.eta_max_percent / 100, "amplitude": 0.1, "cells": min(4, probe_n),
                   "seed": i} for i in range(spec.batch)]
-        probe = DatasetSpec(**{**spec.__dict__, "frames": 2})
-        per_frame = fastest(lambda: simulate_batch(cases, probe, preset.solver, device), repeats)
+        probe = DatasetSpec(**{**spec.__dict__, "frames": 2, "size": probe_n})
+        per_frame = scale * fastest(lambda: simulate_batch(cases, probe, preset.solver, device), repeats)
         generate_s = math.ceil(spec.sequences / spec.batch) * (frames - 1) * per_frame
     cfg = get_config(settings.architecture())
-    grid = n // settings.grid_scale
+    grid = max(probe_n // settings.grid_scale, 4)
     batch = min(settings.batch, sequences)
     model = CRNN(cfg).to(device)
     seq = torch.rand(batch, 2, *(grid,) * cfg.dim, device=device)
     cond = torch.zeros(batch, 1, device=device) if cfg.conditions else None
-    per_step = fastest(lambda: unroll(model, seq, 1, cond, 0.0, None).mean().backward(), repeats)
+    per_step = scale * fastest(lambda: unroll(model, seq, 1, cond, 0.0, None).mean().backward(), repeats)
     length = frames if settings.window <= 1 else min(settings.window, frames)
     n_val = max(1, round(sequences * 0.2))
     train_batches = math.ceil((sequences - n_val) / batch)
     epoch_s = train_batches * (length - 1) * per_step + math.ceil(n_val / batch) * (frames - 1) * per_step / 3
     return {"bytes": int(bytes_), "generate_s": generate_s, "epoch_s": epoch_s,
-            "total_s": generate_s + settings.epochs * epoch_s, "threads": torch.get_num_threads()}
+            "total_s": generate_s + settings.epochs * epoch_s, "threads": torch.get_num_threads(),
+            "timed_side": probe_n, "side": n}
 
 
 def fastest(work, repeats: int) -> float:
@@ -229,9 +237,11 @@ def fastest(work, repeats: int) -> float:
 
 
 def describe_estimate(est: dict) -> str:
+    scaled = (f", at {est['timed_side']} points per side and scaled to {est['side']}"
+              if est.get("timed_side", est.get("side")) != est.get("side") else "")
     return (f"dataset {est['bytes'] / 2**20:.1f} MB · generation ≈ {duration(est['generate_s'])} · "
             f"≈ {duration(est['epoch_s'])} per epoch · total ≈ {duration(est['total_s'])} "
-            f"(timed here with {est['threads']} thread{'s' if est['threads'] > 1 else ''})")
+            f"(timed here with {est['threads']} thread{'s' if est['threads'] > 1 else ''}{scaled})")
 
 
 def duration(seconds: float) -> str:

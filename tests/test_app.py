@@ -280,6 +280,16 @@ def test_training_tab_starts_a_job_plots_its_loss_and_cancels(browser, server):
     page.close()
 
 
+def test_training_estimate_waits_for_the_tab_and_is_bounded(browser, server):
+    """A link asking for a large 3D job builds the page without timing anything; opening the tab
+    times the estimate at 32³ and scales it (#16 item 1)."""
+    page, _ = open_page(browser, server + "?train_preset=plain-3d&train_model=small-3d&train_size=192"
+                                          "&train_sequences=8&train_frames=8&train_eta_max_percent=0")
+    page.click(".bk-tab:text-is('Training')")
+    page.wait_for_selector("text=/scaled to 192/", timeout=60_000)
+    page.close()
+
+
 def test_training_tab_keeps_the_reason_a_start_was_refused(browser, server):
     """A checkpoint name that is already taken is refused with its reason, which stays on screen
     through the tab's 1-second refresh instead of vanishing (#16 item 13)."""

@@ -164,3 +164,29 @@ def test_estimate_counts_the_dataset_and_times_the_steps():
     assert est["bytes"] == 4 * 8 * 16 * 16 * 4
     assert est["generate_s"] > 0 and est["epoch_s"] > 0
     assert est["total_s"] == pytest.approx(est["generate_s"] + 10 * est["epoch_s"])
+
+
+def test_estimating_a_huge_job_is_quick_and_small():
+    """A 3D job at 192³ is timed at 32³ and scaled: seconds and well under 1 GiB more memory, and
+    it says so; the request of #16 item 1 (256³) is refused at once, since its data batch would
+    not fit this machine."""
+    import resource
+
+    from crane_viz.trainjob import describe_estimate
+
+    with pytest.raises(InputError, match="--size 256"):
+        estimate(TrainJobSettings(preset="plain-3d", model="small-3d", size=256, eta_max_percent=0.0,
+                                  sequences=8, frames=8, threads=1))
+    settings = TrainJobSettings(preset="plain-3d", model="small-3d", size=192, eta_max_percent=0.0,
+                                sequences=8, frames=8, threads=1)
+    used = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + 2**30, hard))
+    try:
+        started = time.monotonic()
+        est = estimate(settings, repeats=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert time.monotonic() - started < 30
+    assert est["timed_side"] == 32 and est["side"] == 192 and est["epoch_s"] > 0
+    assert "at 32 points per side and scaled to 192" in describe_estimate(est)

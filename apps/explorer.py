@@ -9,6 +9,7 @@ thread, and this file only turns frames into pictures and plots. The Training ta
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 import threading
 from functools import partial
@@ -26,7 +27,7 @@ from crane_viz.errors import CraneVizError
 from crane_viz.export import FrameStyle
 from crane_viz.initial import load_field
 from crane_viz.jobs import BackgroundJob
-from crane_viz.live import MAX_SIDE, SIZES, ExplorerSettings, ExportJob, LiveRun, apply_each, model_choices, record_run
+from crane_viz.live import MAX_SIDE, SIZES, ExplorerSettings, ExportJob, LiveRun, apply_each, may_train, model_choices, record_run
 from crane_viz.metrics import spinodal_line
 from crane_viz.phase import SweepJob, outcome
 from crane_viz.presets import get_preset
@@ -644,6 +645,11 @@ def create_app():
 
     phase = PhaseView(live, doc, exports.job.folder / "phase", open_case)
     training = TrainingView(doc, on_models_changed=lambda: setattr(settings.param.model, "objects", model_choices()))
+    request = getattr(getattr(doc, "session_context", None), "request", None)
+    local = may_train(getattr(request, "remote_ip", None), bool(os.environ.get("CRANE_VIZ_CLASSROOM")))
+    training_panel = training.panel() if local else pn.pane.Alert(
+        "Training runs only in the browser of the computer that serves this classroom explorer "
+        "(`crane-viz serve --classroom`).", alert_type="info")
 
     play = pn.widgets.Button(label="Play", color="success", width=80)
     pause = pn.widgets.Button(label="Pause", color="warning", width=80)
@@ -709,8 +715,8 @@ def create_app():
                                                                 "format": "0.000"},
                                                   "seed": pn.widgets.IntInput})
     tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", pn.Column(rotate, cutaway.panel())),
-                   ("Phase diagram", phase.panel()), ("Training", training.panel()), dynamic=True)
-    tabs.param.watch(lambda event: training.open() if event.new == 3 else None, "active")
+                   ("Phase diagram", phase.panel()), ("Training", training_panel), dynamic=True)
+    tabs.param.watch(lambda event: training.open() if event.new == 3 and local else None, "active")
     template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
                                              sidebar_width=330)
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,

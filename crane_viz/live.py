@@ -88,6 +88,19 @@ class ExplorerSettings(InitialConditionSettings):
         super().__init__(**params)
 
 
+def may_train(remote_ip: str | None, classroom: bool) -> bool:
+    """Whether a browser at `remote_ip` may start training jobs: always on a private server,
+    only from this machine (a loopback address) in classroom mode."""
+    import ipaddress
+
+    if not classroom:
+        return True
+    try:
+        return remote_ip is not None and ipaddress.ip_address(remote_ip.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def apply_each(settings: param.Parameterized, values: dict) -> list[str]:
     """Set each value on its own; returns "name=value" for those the settings refuse.
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from .. import __version__
-from . import evaluate, export, generate, jobs, learning_curve, phase_diagram, run, simulate, train
+from . import evaluate, export, generate, jobs, learning_curve, phase_diagram, run, serve, simulate, train
 from .common import run_guarded
 
-SUBCOMMANDS = [simulate, run, generate, train, jobs, evaluate, learning_curve, phase_diagram, export]
+SUBCOMMANDS = [serve, simulate, run, generate, train, jobs, evaluate, learning_curve, phase_diagram, export]
 
 
 def build_parser() -> argparse.ArgumentParser:

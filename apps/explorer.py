@@ -27,7 +27,20 @@ from crane_viz.errors import CraneVizError
 from crane_viz.export import FrameStyle
 from crane_viz.initial import load_field
 from crane_viz.jobs import BackgroundJob
-from crane_viz.live import MAX_SIDE, SIZES, ExplorerSettings, ExportJob, LiveRun, apply_each, may_train, model_choices, record_run
+from crane_viz.live import (
+    APP_THREADS,
+    MAX_SIDE,
+    SIZES,
+    ExplorerSettings,
+    ExportJob,
+    FrameTimes,
+    LiveRun,
+    apply_each,
+    load_note,
+    may_train,
+    model_choices,
+    record_run,
+)
 from crane_viz.metrics import spinodal_line
 from crane_viz.phase import SweepJob, outcome
 from crane_viz.presets import get_preset
@@ -604,12 +617,18 @@ def create_app():
         maps.update(last, dim)
         plots.add(frames)
         counter.value = last.index
-        m = last.metrics
+        for frame in frames[:-1]:
+            times.add(frame.metrics)
+        m = times.add(last.metrics)  # rolling medians, robust to one slow frame
         ratio = m["reference_ms"] / m["surrogate_ms"] if m["surrogate_ms"] > 0 else float("nan")
         ref_text = "" if np.isnan(m["reference_ms"]) else \
             f" · reference {m['reference_ms']:.0f} ms/frame · reference ÷ surrogate {ratio:.2f}"
+        busy = load_note()
         status.object = (f"frame {last.index} · t = {last.time:g} · surrogate {m['surrogate_ms']:.0f} "
-                         f"ms/frame{ref_text} · {live.describe()}")
+                         f"ms/frame{ref_text} (medians of the last {times.window}){' · ' + busy if busy else ''}"
+                         f" · {live.describe()}")
+
+    times = FrameTimes()
 
     def on_frames(frames, generation):
         """Worker thread: render 3D images here, hand everything to the event loop to display."""
@@ -669,6 +688,7 @@ def create_app():
             report(exc)
             return
         plots.clear()
+        times.clear()
         counter.value = 0
         maps.update(live.session.current(), live.info["dim"])
         if live.info["dim"] == 3:
@@ -742,4 +762,5 @@ def create_app():
 
 
 if pn.state.served:
+    torch.set_num_threads(APP_THREADS)  # on purpose: sessions and jobs share the cores (#16)
     create_app().servable()

@@ -88,6 +88,40 @@ class ExplorerSettings(InitialConditionSettings):
         super().__init__(**params)
 
 
+APP_THREADS = max(1, (os.cpu_count() or 2) // 2)  # torch threads of the server process: half the cores,
+# so two sessions (or a session and a training job) do not oversubscribe them
+
+
+class FrameTimes:
+    """Rolling medians of the engines' milliseconds per frame (the last `window` frames), so one
+    slow frame or a busy moment does not swing the status line."""
+
+    def __init__(self, window: int = 25):
+        self.window = window
+        self.rows: dict[str, list[float]] = {}
+
+    def add(self, metrics: dict) -> dict[str, float]:
+        """Record one frame's `surrogate_ms` and `reference_ms`; the current medians (NaN if none)."""
+        out = {}
+        for key in ("surrogate_ms", "reference_ms"):
+            values = self.rows.setdefault(key, [])
+            if np.isfinite(metrics.get(key, np.nan)):
+                values.append(float(metrics[key]))
+                del values[:-self.window]
+            out[key] = float(np.median(values)) if values else float("nan")
+        return out
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+
+def load_note() -> str:
+    """'machine busy: …' when the 1-minute load exceeds the cores (timings then read slow), else ''."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return f"machine busy (load {load:.1f} on {cores} cores): timings read slow" if load > cores else ""
+
+
 def may_train(remote_ip: str | None, classroom: bool) -> bool:
     """Whether a browser at `remote_ip` may start training jobs: always on a private server,
     only from this machine (a loopback address) in classroom mode."""

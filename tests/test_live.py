@@ -153,3 +153,16 @@ def test_a_3d_size_beyond_the_cap_is_said_not_silently_shrunk():
     live = LiveRun(settings, lambda frames, generation: None)
     assert live.session.phi0.shape == (96, 96, 96)
     assert "3D runs at most 96 points per side here, not 256" in live.describe()
+
+
+def test_frame_times_are_rolling_medians():
+    """One slow frame does not swing the status line's timings (#16 item 4)."""
+    from crane_viz.live import FrameTimes
+
+    times = FrameTimes(window=5)
+    for ms in (10, 11, 12, 900, 10):
+        out = times.add({"surrogate_ms": ms, "reference_ms": float("nan")})
+    assert out["surrogate_ms"] == 11 and np.isnan(out["reference_ms"])
+    for ms in (20, 20, 20, 20, 20):
+        out = times.add({"surrogate_ms": ms, "reference_ms": 5})
+    assert out == {"surrogate_ms": 20, "reference_ms": 5}  # only the last 5 frames count

@@ -745,7 +745,7 @@ def create_app():
     template.main.extend([url_notice, status, tabs, plots.panel(), exports.panel()])
     def closed(_ctx):
         """The tab closed: stop the run, the sweep and any export, and delete this tab's files."""
-        live.close()
+        live.close(timeout=0)  # reports nothing from now on; the worker ends after its frame
         phase.job.cancel()
         phase.job.wait(30)
         exports.job.close()

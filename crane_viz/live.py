@@ -276,14 +276,19 @@ class LiveRun:
             disc = (np.hypot(di, dj) <= radius).astype(float) * amount
             self.session.edit(disc)
 
-    def close(self) -> None:
-        """Stop the worker for good (the browser tab closed)."""
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop the worker for good (the browser tab closed) and wait for it to finish its frame;
+        nothing is reported after this. True when the worker has ended within `timeout`."""
         self._closed = True
         self.pause()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     def _report(self, frames: list[Frame], generation: int) -> None:
         with self._lock:
-            if generation != self.generation:  # made by a session that has been reset since
+            if self._closed or generation != self.generation:  # tab closed, or session reset since
                 return
             for frame in frames:
                 record_frame(self.recorder, frame)

@@ -166,3 +166,19 @@ def test_frame_times_are_rolling_medians():
     for ms in (20, 20, 20, 20, 20):
         out = times.add({"surrogate_ms": ms, "reference_ms": 5})
     assert out == {"surrogate_ms": 20, "reference_ms": 5}  # only the last 5 frames count
+
+
+def test_close_joins_the_worker_and_reports_nothing_after():
+    """Closing a playing session ends its worker thread and no frame reaches the (torn down) view
+    afterwards (#16 item 7)."""
+    live, got = make()
+    live.play()
+    deadline = time.time() + 20
+    while not got and time.time() < deadline:
+        time.sleep(0.05)
+    assert got
+    assert live.close(timeout=20) and not live._thread.is_alive()
+    seen = len(got)
+    time.sleep(0.3)
+    live.step()  # a late call (a stray click) reports nothing either
+    assert len(got) == seen

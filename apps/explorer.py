@@ -36,6 +36,7 @@ from crane_viz.live import (
     FrameTimes,
     LiveRun,
     apply_each,
+    gui_wording,
     load_note,
     may_train,
     model_choices,
@@ -276,7 +277,7 @@ class ExportView:
         def show():
             self.make.disabled, self.stop.disabled, self.progress.visible = False, True, False
             if error:
-                self.message.object = f"⚠ {error}"
+                self.message.object = f"⚠ {gui_wording(error)}"
                 return
             self.message.object = f"ready: {path.name} ({path.stat().st_size / 1e6:.1f} MB)"
             self.result.filename, self.result.file, self.result.visible = path.name, str(path), True
@@ -350,7 +351,7 @@ class PhaseView:
         try:
             self.settings.check()
         except CraneVizError as exc:
-            self.message.object = f"⚠ {exc}"
+            self.message.object = f"⚠ {gui_wording(exc)}"
             return
         self.source.data = self._empty()
         self.rows = []
@@ -385,7 +386,7 @@ class PhaseView:
         def show():
             self.run.disabled, self.stop.disabled, self.progress.visible = False, True, False
             if error:
-                self.message.object = f"⚠ {error}"
+                self.message.object = f"⚠ {gui_wording(error)}"
                 return
             rates = ", ".join(f"{k} {v:.0f} points/min" for k, v in summary.get("points_per_minute", {}).items())
             text = f"{summary['points']} points, {summary['surrogate_separated']} separated ({rates})"
@@ -492,7 +493,7 @@ class TrainingView:
             return
 
         def done(est, error):
-            text = f"⚠ {error}" if error else f"Estimate: {describe_estimate(est)}"
+            text = f"⚠ {gui_wording(error)}" if error else f"Estimate: {describe_estimate(est)}"
             self.doc.add_next_tick_callback(partial(setattr, self.estimate, "object", text))
             if self._estimate_again:
                 self._estimate_again = False
@@ -507,7 +508,7 @@ class TrainingView:
         try:
             job = self.project.start(TrainJobSettings(**self.settings.describe()))
         except (CraneVizError, ValueError) as exc:
-            self.refused.object, self.refused.visible = str(exc), True
+            self.refused.object, self.refused.visible = gui_wording(exc), True
             return
         self.refresh()
         self.jobs.value = job.id
@@ -520,7 +521,7 @@ class TrainingView:
         try:
             action(self.jobs.value)
         except (CraneVizError, ValueError) as exc:
-            self.refused.object, self.refused.visible = str(exc), True
+            self.refused.object, self.refused.visible = gui_wording(exc), True
             return
         self.refresh()
 
@@ -678,7 +679,7 @@ def create_app():
     error = pn.pane.Alert("", alert_type="danger", visible=False)
 
     def report(exc):
-        error.object, error.visible = str(exc), True
+        error.object, error.visible = gui_wording(exc), True
 
     def do_reset(*_):
         error.visible = False
@@ -742,7 +743,13 @@ def create_app():
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,
                              pn.pane.Markdown("Upload an initial field (.npy or greyscale image):"),
                              upload, error])
-    template.main.extend([url_notice, status, tabs, plots.panel(), exports.panel()])
+    live_panels = [plots.panel(), exports.panel()]  # belong to the maps and cutaway tabs only
+
+    def show_live_panels(event):
+        for panel in live_panels:
+            panel.visible = event.new in (0, 1)
+    tabs.param.watch(show_live_panels, "active")
+    template.main.extend([url_notice, status, tabs, *live_panels])
     def closed(_ctx):
         """The tab closed: stop the run, the sweep and any export, and delete this tab's files."""
         live.close(timeout=0)  # reports nothing from now on; the worker ends after its frame

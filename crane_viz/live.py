@@ -8,6 +8,7 @@ a background thread, handing batches of frames to a callback; it never touches t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -120,6 +121,11 @@ def load_note() -> str:
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return f"machine busy (load {load:.1f} on {cores} cores): timings read slow" if load > cores else ""
+
+
+def gui_wording(message) -> str:
+    """A settings message as the app shows it: "--cells must be …" → "cells must be …"."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", " "), str(message))
 
 
 def may_train(remote_ip: str | None, classroom: bool) -> bool:

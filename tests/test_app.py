@@ -287,6 +287,7 @@ def test_training_estimate_waits_for_the_tab_and_is_bounded(browser, server):
                                           "&train_sequences=8&train_frames=8&train_eta_max_percent=0")
     page.click(".bk-tab:text-is('Training')")
     page.wait_for_selector("text=/scaled to 192/", timeout=60_000)
+    assert not page.locator("text=Snapshot (PNG)").first.is_visible()  # the live Export panel is not here
     page.close()
 
 

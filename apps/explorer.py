@@ -21,6 +21,7 @@ import panel as pn
 import torch
 from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
 from bokeh.plotting import figure
+from panel.io.state import set_curdoc
 
 from crane_viz.checkpoint import list_checkpoints
 from crane_viz.errors import CraneVizError
@@ -54,6 +55,18 @@ pn.extension("vtk", notifications=True)
 MAP_PX = 300
 PALETTE = "Viridis256"
 URL_KEYS = ["model", "mean", "eta_percent", "amplitude", "cells", "size", "seed", "init_kind", "reference"]
+
+
+def later(doc, callback) -> None:
+    """Run `callback` on the session's event loop with Panel's current document set to it.
+
+    Models made or updated without it resolve their stylesheets to Panel's CDN (its fallback
+    when no document is current), which an offline classroom cannot reach (#16 item 10).
+    """
+    def run():
+        with set_curdoc(doc):
+            callback()
+    doc.add_next_tick_callback(run)
 
 
 class MapsView:
@@ -271,7 +284,7 @@ class ExportView:
         def show():
             self.progress.value = int(100 * done / max(total, 1))
             self.message.object = f"{stage} {done}/{total}"
-        self.doc.add_next_tick_callback(show)
+        later(self.doc, show)
 
     def _on_done(self, path, error):
         def show():
@@ -281,7 +294,7 @@ class ExportView:
                 return
             self.message.object = f"ready: {path.name} ({path.stat().st_size / 1e6:.1f} MB)"
             self.result.filename, self.result.file, self.result.visible = path.name, str(path), True
-        self.doc.add_next_tick_callback(show)
+        later(self.doc, show)
 
     def panel(self):
         return pn.Column(
@@ -362,7 +375,7 @@ class PhaseView:
             self.message.object = "running…"
 
     def _on_rows(self, rows):
-        self.doc.add_next_tick_callback(partial(self._add, rows))
+        later(self.doc, partial(self._add, rows))
 
     def _add(self, rows):
         self.rows.extend(rows)
@@ -380,7 +393,7 @@ class PhaseView:
             "seed": [r["seed"] for r in rows], "amplitude": [r["amplitude"] for r in rows]})
 
     def _on_progress(self, done, total):
-        self.doc.add_next_tick_callback(lambda: setattr(self.progress, "value", int(100 * done / max(total, 1))))
+        later(self.doc, lambda: setattr(self.progress, "value", int(100 * done / max(total, 1))))
 
     def _on_done(self, summary, error):
         def show():
@@ -393,7 +406,7 @@ class PhaseView:
             if "agreement" in summary:
                 text += f"; agreement with {self.settings.reference}: {100 * summary['agreement']:.1f} %"
             self.message.object = text
-        self.doc.add_next_tick_callback(show)
+        later(self.doc, show)
 
     def _on_select(self, attr, old, new):
         if not new:
@@ -494,10 +507,10 @@ class TrainingView:
 
         def done(est, error):
             text = f"⚠ {gui_wording(error)}" if error else f"Estimate: {describe_estimate(est)}"
-            self.doc.add_next_tick_callback(partial(setattr, self.estimate, "object", text))
+            later(self.doc, partial(setattr, self.estimate, "object", text))
             if self._estimate_again:
                 self._estimate_again = False
-                self.doc.add_next_tick_callback(self.update_estimate)
+                later(self.doc, self.update_estimate)
         if not self.estimator.launch(lambda _cancel: estimate(settings), done, name="estimate"):
             self._estimate_again = True
         else:
@@ -634,10 +647,10 @@ def create_app():
     def on_frames(frames, generation):
         """Worker thread: render 3D images here, hand everything to the event loop to display."""
         pngs = cutaway.render(frames[-1]) if live.info["dim"] == 3 else None
-        doc.add_next_tick_callback(partial(show, frames, generation, pngs))
+        later(doc, partial(show, frames, generation, pngs))
 
     def on_state(message):
-        doc.add_next_tick_callback(lambda: setattr(status, "object", message))
+        later(doc, lambda: setattr(status, "object", message))
 
     live = LiveRun(settings, on_frames, on_state)
 
@@ -735,8 +748,16 @@ def create_app():
                                                   "amplitude": {"type": pn.widgets.FloatSlider, "step": 0.001,
                                                                 "format": "0.000"},
                                                   "seed": pn.widgets.IntInput})
+    # Every tab stays attached to the page (dynamic=False): a pane updated while detached resolves its
+    # stylesheets to Panel's CDN, which an offline classroom cannot reach (#16 item 10). Inactive
+    # tabs are hidden instead, so the tallest one does not leave a gap under the others.
     tabs = pn.Tabs(("2D maps", maps.panel()), ("3D cutaway", pn.Column(rotate, cutaway.panel())),
-                   ("Phase diagram", phase.panel()), ("Training", training_panel), dynamic=True)
+                   ("Phase diagram", phase.panel()), ("Training", training_panel), dynamic=False)
+
+    def show_active_tab(*_):
+        for i, content in enumerate(tabs.objects):
+            content.visible = i == tabs.active
+    tabs.param.watch(show_active_tab, "active")
     tabs.param.watch(lambda event: training.open() if event.new == 3 and local else None, "active")
     template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
                                              sidebar_width=330)
@@ -765,6 +786,7 @@ def create_app():
         cutaway.update(live.session.current())
         tabs.active = 1
     status.object = live.describe()
+    show_active_tab()
     return template
 
 

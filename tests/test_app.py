@@ -171,6 +171,23 @@ def test_a_link_with_bad_values_opens_with_a_notice(browser, server):
     page.close()
 
 
+def test_3d_mode_stays_offline_through_tabs_play_and_pause(browser, server):
+    """With a 3D model, playing, pausing and visiting every tab requests nothing from outside
+    this machine (#16 item 10: loading.css and markdown.css came from a CDN)."""
+    page, outside = open_page(browser, server + "?model=untrained+small-3d&size=32&reference=none")
+    page.click("text=Play")
+    page.wait_for_timeout(2000)
+    for tab in ("3D cutaway", "Phase diagram", "Training", "2D maps"):
+        page.click(f".bk-tab:text-is('{tab}')")
+        page.wait_for_timeout(800)
+    page.click("text=Pause")
+    page.wait_for_timeout(1500)
+    page.click(".bk-tab:text-is('3D cutaway')")
+    page.wait_for_timeout(1500)
+    page.close()
+    assert outside == [], outside
+
+
 def test_change_eta_and_reset(browser, server):
     """Move the η slider with the keyboard, press Reset: the run restarts at frame 0 with the new η."""
     page, _ = open_page(browser, server)

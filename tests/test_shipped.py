@@ -67,3 +67,27 @@ def test_run_with_the_shipped_2d_checkpoint_writes_the_documented_file(tmp_path,
         assert f["surrogate/phi"].shape == (4, 32, 32) and f["reference/phi"].shape == (4, 32, 32)
         assert f.attrs["checkpoint"] == "coherent-2d" and f["metrics/rmse"].shape == (3,)
         assert f.attrs["stop_reason"] == "" and float(f["metrics/rmse"][-1]) < 0.2
+
+
+# single-mode growth per frame (evaluation.linear_response, 64² / 32³ at ⟨φ⟩ = 0.5, amplitude 1e-3),
+# measured 2026-11-25 when these checkpoints were evaluated in the papers' protocol. They are far
+# from the reference's σ(k, n, η) (coherent-2d grows ⟨11⟩ at η = 1 % by 1.117 where the reference
+# damps it to 0.661; plain-3d grows both modes by ≈ 1.15 where FD gives ≈ 3): reaching the
+# reference is issue #13's work. This test keeps a change of loader, stencil or conditioning from
+# altering the shipped dispersion unnoticed (±2 %).
+GROWTH = {
+    "coherent-2d": {("<10>", 0.0): 1.647, ("<10>", 0.006): 1.339, ("<10>", 0.01): 1.107,
+                    ("<11>", 0.0): 1.701, ("<11>", 0.006): 1.369, ("<11>", 0.01): 1.117},
+    "plain-3d": {("<100>", 0.0): 1.116, ("<111>", 0.0): 1.183},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_shipped_single_mode_growth_is_the_one_measured(name):
+    from crane_viz.evaluation import linear_response
+
+    out = linear_response(load_checkpoint(SHIPPED / name), "cpu")
+    measured = {(r["mode"], r["eta"]): r["surrogate"] for r in out["modes"]}
+    assert set(measured) == set(GROWTH[name])
+    for key, expected in GROWTH[name].items():
+        assert measured[key] == pytest.approx(expected, rel=0.02), key

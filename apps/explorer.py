@@ -740,14 +740,22 @@ def create_app():
     settings.param.watch(do_reset, ["model", "mean", "eta_percent", "amplitude", "cells", "size", "seed",
                                     "init_kind", "reference", "octaves", "correlation_length"])
 
-    controls = pn.Param(settings, parameters=["model", "mean", "eta_percent", "amplitude", "cells", "size",
-                                              "seed", "init_kind", "reference", "frames_per_update"],
-                        show_name=False, widgets={"eta_percent": {"type": pn.widgets.FloatSlider, "step": 0.01},
-                                                  "mean": {"type": pn.widgets.FloatSlider, "step": 0.01},
-                                                  # 3 decimals, so a 1e-3 noise does not read "0"
-                                                  "amplitude": {"type": pn.widgets.FloatSlider, "step": 0.001,
-                                                                "format": "0.000"},
-                                                  "seed": pn.widgets.IntInput})
+    # η has its own slider, shown only for models with an η channel (#16 item 14)
+    eta_slider = pn.widgets.FloatSlider.from_param(settings.param.eta_percent, step=0.01)
+
+    def show_eta(*_):
+        eta_slider.visible = live.info["conditioned"]
+    settings.param.watch(show_eta, "model")
+    show_eta()
+    controls = pn.Column(
+        pn.Param(settings, parameters=["model", "mean"], show_name=False,
+                 widgets={"mean": {"type": pn.widgets.FloatSlider, "step": 0.01}}),
+        eta_slider,
+        pn.Param(settings, parameters=["amplitude", "cells", "size", "seed", "init_kind", "reference",
+                                       "frames_per_update"], show_name=False,
+                 # 3 decimals, so a 1e-3 noise does not read "0"; the seed as a number box
+                 widgets={"amplitude": {"type": pn.widgets.FloatSlider, "step": 0.001, "format": "0.000"},
+                          "seed": pn.widgets.IntInput}))
     # Every tab stays attached to the page (dynamic=False): a pane updated while detached resolves its
     # stylesheets to Panel's CDN, which an offline classroom cannot reach (#16 item 10). Inactive
     # tabs are hidden instead, so the tallest one does not leave a gap under the others.

@@ -19,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import panel as pn
 import torch
-from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
+from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
 from bokeh.plotting import figure
 from panel.io.state import set_curdoc
 
@@ -86,6 +86,9 @@ class MapsView:
                          x_range=(0, 1), y_range=(0, 1))
             fig.image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=mapper,
                       source=self.sources[key])
+            if key != "surrogate":  # one bar for the shared φ scale, one for |Δφ|
+                fig.add_layout(ColorBar(color_mapper=mapper, width=10, label_standoff=4,
+                                        major_label_text_font_size="8pt"), "right")
             fig.axis.visible = False
             fig.grid.visible = False
             self.figures[key] = fig
@@ -156,13 +159,13 @@ class PlotsView:
         self.loglog.line("time", "guide", source=self.guide, color="black", line_dash="dashed", legend_label="∝ t^(−1/3)")
         for fig in (self.rmse, self.energy, self.drift, self.loglog):
             fig.legend.label_text_font_size = "8pt"
-            fig.legend.location = "top_right"
             fig.legend.click_policy = "hide"
+            fig.add_layout(fig.legend[0], "right")  # beside the plot: never over the newest points
 
     @staticmethod
     def _fig(title, hover, log=False):
         kw = dict(x_axis_type="log", y_axis_type="log") if log else {}
-        fig = figure(title=title, width=420, height=230, tools=[hover, "pan,wheel_zoom,reset,save"], **kw)
+        fig = figure(title=title, width=560, height=230, tools=[hover, "pan,wheel_zoom,reset,save"], **kw)
         fig.xaxis.axis_label = "t"
         return fig
 
@@ -772,7 +775,9 @@ def create_app():
     template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,
                              pn.pane.Markdown("Upload an initial field (.npy or greyscale image):"),
                              upload, error])
-    live_panels = [plots.panel(), exports.panel()]  # belong to the maps and cutaway tabs only
+    # the maps' and cutaway tabs' companions; exports write files, so a classroom's remote browsers
+    # (like training) do without them
+    live_panels = [plots.panel(), exports.panel()] if local else [plots.panel()]
 
     def show_live_panels(event):
         for panel in live_panels:

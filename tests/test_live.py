@@ -22,7 +22,8 @@ def test_play_pause_in_background_thread():
     while len(got) < 3 and time.time() < deadline:
         time.sleep(0.05)
     live.pause()
-    time.sleep(0.3)
+    live._thread.join(20)  # the worker finishes the frame in hand, then leaves its loop
+    assert not live._thread.is_alive()
     n = len(got)
     time.sleep(0.3)
     assert n >= 3 and len(got) == n  # it ran, and it stopped when paused

@@ -333,7 +333,7 @@ def write_movie(traj: Trajectory, path: str | Path, *, fps: float = 12.0, stride
     indices = frame_indices(traj, stride)
     composer = FrameComposer(traj, style)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, private_folder=True) as tmp:  # ffmpeg may outlive an interrupt
             if fmt == "mp4":
                 _write_mp4(tmp, composer, indices, fps, progress, cancel)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,18 +79,30 @@ FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp make
 
 
 @contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary sibling path; rename it to `path` on success, delete it on failure."""
+def atomic_path(path: str | Path, *, private_folder: bool = False):
+    """Yield a temporary sibling path; rename it to `path` on success, delete it on failure.
+
+    With `private_folder` the temporary file lies in a hidden sibling folder that is removed
+    afterwards: a child process still writing (ffmpeg, killed but not yet gone when an export is
+    interrupted) then cannot recreate the file after the cleanup.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    if private_folder:
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        tmp = folder / path.name
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        os.close(fd)
+        folder, tmp = None, Path(name)
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def attr_value(value):

@@ -115,6 +115,7 @@ def accuracy(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
     series = {k: np.full((spec.cases, frames), np.nan)
               for k in ("mae", "interface_error", "f_sur", "f_ref", "l_sur", "l_ref")}
     snap_times = [t for t in SNAPSHOT_TIMES[dim] if 0 <= frame_at(t, tau) < frames]
+    snap_frames = [frame_at(t, tau) for t in snap_times]
     snaps = {k: np.full((spec.cases, len(snap_times)), np.nan)
              for k in ("rmse", "ssim", "align_sur", "align_ref")}
     drift = np.zeros(spec.cases)
@@ -137,8 +138,8 @@ def accuracy(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
         drift[b] = np.maximum(drift[b], np.abs(metrics.mean_composition(sur, dim).cpu().numpy() - mean0[b]))
         bad = diverged(sur).cpu().numpy()
         stable[b] = np.where(bad & (stable[b] == frames), k, stable[b])
-        if k in [frame_at(x, tau) for x in snap_times]:
-            j = [frame_at(x, tau) for x in snap_times].index(k)
+        if k in snap_frames:
+            j = snap_frames.index(k)
             snaps["rmse"][b, j] = metrics.rmse(ref, sur, dim).cpu().numpy()
             snaps["ssim"][b, j] = metrics.ssim(ref, sur, dim).cpu().numpy()
             snaps["align_sur"][b, j] = metrics.axis_anisotropy(sur, dim).cpu().numpy()

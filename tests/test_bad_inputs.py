@@ -265,18 +265,15 @@ TABLE = [(cmd, case) for cmd, cases in (("simulate", SIMULATE), ("run", RUN), ("
 
 
 def fill(args, files):
-    return [a.format(**{k: v for k, v in files.items()}) if isinstance(a, str) else a for a in args]
-
-
-def merged(base: list, extra: list) -> list:
-    """Base arguments with any option given again in `extra` replaced (argparse keeps the last)."""
-    return [*base, *extra]
+    """The case's arguments with {dir}, {data}, {readonly} and {ck} filled in (argparse keeps the
+    last of an option given twice, so a case overrides its command's base arguments)."""
+    return [a.format(**files) for a in args]
 
 
 @pytest.mark.parametrize("command, case", TABLE, ids=[f"{c}:{' '.join(a)}" for c, (a, _) in TABLE])
 def test_bad_input_is_one_line_and_exit_2(command, case, files, capsys):
     args, message = case
-    argv = fill(merged(BASE[command], args), files)
+    argv = fill([*BASE[command], *args], files)
     run_bad(argv, capsys, message.format(**files) if "{" in message else message, files)
 
 

@@ -20,12 +20,13 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .checkpoint import GRID_SCALES, save_checkpoint
 from .dataset import Dataset, load_dataset
@@ -56,7 +57,8 @@ class TrainConfig:
     grid_scale: int = 1  # train on fields average-pooled by this factor (3D paper: 2)
     window: int = 0  # frames per training sample, from a random start (0: whole sequences)
     max_frames: int = 0  # use only the first frames of every sequence, e.g. the growth stage (0: all)
-    init: str = ""  # checkpoint (name or folder) whose weights start the run: fine-tuning
+    init: str = ""  # checkpoint (name or folder) or train_state.pt whose weights start the run:
+    #   fine-tuning; a model with a smaller kernel is widened to `model`'s (same function)
     clip_norm: float = 0.0  # clip the gradient's global norm to this (0: no clipping)
     keep: str = "best"  # checkpoint of the lowest validation loss, or "last": of the latest epoch
     frame_weight: str = "uniform"  # "increment": each frame's loss ÷ the mean square of its true
@@ -297,23 +299,40 @@ class Interrupt:
             signal.signal(s, h)
 
 
+def widen_kernels(state: dict, target: CRNN) -> dict:
+    """Weights of a trained CRNN rewritten for `target`, the same network with a larger kernel.
+
+    Every kernel whose shape differs is zero-padded to the target's, centred: with circular
+    padding of half the side, the widened network computes exactly the same function (the new
+    taps add zero terms), so a trained small-kernel model starts a larger receptive field without
+    relearning what it knows.
+    """
+    shapes = {key: value.shape for key, value in target.state_dict().items()}
+    widened = {}
+    for key, value in state.items():
+        pads = [(want - have) // 2 for have, want in zip(value.shape[2:], shapes[key][2:])]
+        widened[key] = F.pad(value, [p for pad in reversed(pads) for p in (pad, pad)]) if any(pads) else value
+    return widened
+
+
 def initial_weights(name: str, model_cfg) -> dict:
     """Weights to fine-tune: a checkpoint (name or folder), or a run's `train_state.pt` (its last
-    finished epoch). The architecture must be the one being trained."""
+    finished epoch). The architecture must be the one being trained, or the same with a smaller
+    kernel (its weights are widened by `widen_kernels`)."""
     from .checkpoint import load_checkpoint
 
     if name.endswith(".pt"):
         state = read_state(Path(name), "--init")
-        saved = get_config(state["settings"]["model"])
-        if saved != model_cfg:
-            raise InputError(f"--init {name}: its architecture {saved} differs from the model being "
-                             f"trained {model_cfg}")
-        return state["model"]
-    ckpt = load_checkpoint(name)
-    if ckpt.model_config != model_cfg:
-        raise InputError(f"--init {name}: its architecture {ckpt.model_config} differs from the "
-                         f"model being trained {model_cfg}")
-    return ckpt.model.state_dict()
+        saved, weights = get_config(state["settings"]["model"]), state["model"]
+    else:
+        ckpt = load_checkpoint(name)
+        saved, weights = ckpt.model_config, ckpt.model.state_dict()
+    if saved == model_cfg:
+        return weights
+    if replace(saved, kernel=model_cfg.kernel) == model_cfg and saved.kernel < model_cfg.kernel:
+        return widen_kernels(weights, CRNN(model_cfg))
+    raise InputError(f"--init {name}: its architecture {saved} differs from the model being "
+                     f"trained {model_cfg} (only a smaller kernel can be widened)")
 
 
 def read_state(path: Path, flag: str) -> dict:

@@ -336,3 +336,44 @@ def test_a_non_finite_loss_stops_training_and_saves_nothing(data, tmp_path, caps
                          (dict(schedule="step"), "--schedule"), (dict(first_window=2.0), "--first-window")):
         with pytest.raises(InputError, match=message):
             train(data, tmp_path / "bad", TrainConfig(model="tiny-2d", epochs=1, **bad))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_widened_kernels_compute_the_same_function(dim):
+    """A small-kernel CRNN's weights zero-padded into a larger kernel give the same rollout
+    (to round-off), so fine-tuning with a larger receptive field starts from what was learnt."""
+    from dataclasses import replace
+
+    from crane_viz.model import CRNN, get_config
+    from crane_viz.training import widen_kernels
+
+    torch.manual_seed(dim)
+    source = CRNN(get_config(f"tiny-{dim}d"))
+    target = CRNN(replace(source.config, kernel=5))
+    target.load_state_dict(widen_kernels(source.state_dict(), target))
+    assert target.cells[0].x_gates[0].weight.shape[2:] == (5,) * dim
+    phi = torch.rand(2, *(12,) * dim)
+    cond = torch.tensor([[0.006], [0.01]]) if dim == 2 else None
+    a = b = phi
+    ha = hb = None
+    for _ in range(4):
+        a, ha = source(a, ha, cond)
+        b, hb = target(b, hb, cond)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # float32 round-off
+
+
+def test_fine_tuning_widens_a_shipped_checkpoint():
+    """--init coherent-2d into medium-2d (5×5 kernels) is accepted and preserves the function; a
+    checkpoint with a larger kernel than the model trained is refused, naming both."""
+    from crane_viz.model import CRNN, get_config
+    from crane_viz.training import initial_weights
+
+    small = load_checkpoint("coherent-2d").model
+    medium = CRNN(get_config("medium-2d"))
+    medium.load_state_dict(initial_weights("coherent-2d", get_config("medium-2d")))
+    phi, cond = torch.rand(1, 16, 16), torch.tensor([[0.01]])
+    # equal to float32 round-off (the convolutions sum 25 instead of 9 taps per channel, in another
+    # order); a misplaced kernel would differ by ~10⁻¹
+    torch.testing.assert_close(small(phi, None, cond)[0], medium(phi, None, cond)[0], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="only a smaller kernel can be widened"):
+        initial_weights("coherent-2d", get_config("tiny-2d"))

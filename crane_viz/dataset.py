@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .engines import make_solver
-from .engines.base import BLOW_UP_RANGE, diverged
+from .engines.base import BLOW_UP_RANGE, diverged, rollout
 from .errors import DatasetError, InputError
 from .initial import as_batch, perlin_field
 from .io import check_output_path, provenance
@@ -181,12 +181,7 @@ def simulate_batch(cases: list[dict], spec: DatasetSpec, solver_name: str, devic
                            cells=c["cells"], seed=c["seed"]) for c in cases]
     eta = torch.tensor([c["eta"] for c in cases], dtype=torch.float32, device=device)
     engine = make_solver(solver_name, preset, misfit=eta)
-    state = engine.init_state(as_batch(fields, device=device))
-    frames = [state.phi]
-    for _ in range(spec.frames - 1):
-        state = engine.step(state)
-        frames.append(state.phi)
-    traj = torch.stack(frames, dim=1)
+    traj, _ = rollout(engine, as_batch(fields, device=device), spec.frames - 1)
     if not torch.isfinite(traj).all():
         raise DatasetError(f"the {solver_name} solver diverged while generating seeds "
                            f"{[c['seed'] for c in cases]}")

@@ -19,7 +19,7 @@ from . import metrics
 from .checkpoint import Checkpoint
 from .dataset import DatasetSpec, sample_case
 from .engines import make_solver
-from .engines.base import diverged
+from .engines.base import diverged, side_by_side
 from .errors import InputError
 from .initial import as_batch, perlin_field
 from .surrogate import SurrogateEngine, downsample
@@ -81,9 +81,7 @@ def run_pair(ckpt: Checkpoint, phi0: torch.Tensor, eta: torch.Tensor, frames: in
         p, e = phi0[i0:i0 + batch].to(device), eta[i0:i0 + batch].to(device)
         sur_engine = SurrogateEngine(ckpt, misfit=e, device=device)
         ref_engine = make_solver(ckpt.preset.solver, ckpt.preset, misfit=e)
-        s, r = sur_engine.init_state(p), ref_engine.init_state(p)
-        for _ in range(frames):
-            s, r = sur_engine.step(s), ref_engine.step(r)
+        for s, r in side_by_side(sur_engine, ref_engine, p, frames):
             every(i0, s.phi, downsample(r.phi, ckpt.grid_scale))
 
 

@@ -17,10 +17,12 @@ from typing import Callable
 
 import h5py
 import numpy as np
+import torch
 
 from .errors import CraneVizError, InputError
 from .io import TrajectoryWriter, atomic_path, provenance, write_attrs
 from .render import colorize, field_slice
+from .surrogate import downsample
 
 FORMATS = ("mp4", "gif", "png", "vti", "h5")
 VIEWS = ("slice", "cutaway")
@@ -68,7 +70,8 @@ class Trajectory:
         if not all(k in self.fields for k in PANELS):
             return None
         sur, ref = self.fields["surrogate"][i], self.fields["reference"][i]
-        return np.abs(pool(ref, ref.shape[0] // sur.shape[0]) - sur)
+        coarse = downsample(torch.from_numpy(np.ascontiguousarray(ref))[None], ref.shape[0] // sur.shape[0])[0]
+        return np.abs(coarse.numpy() - sur)
 
     def caption(self, i: int) -> str:
         """Settings, time and the frame's metrics in one line."""
@@ -86,16 +89,6 @@ class Trajectory:
             if values is not None and 0 < i <= len(values) and np.isfinite(values[i - 1]):
                 parts.append(f"{label} {values[i - 1]:.3g}")
         return " · ".join(parts)
-
-
-def pool(field: np.ndarray, factor: int) -> np.ndarray:
-    """Average-pool a 2D/3D field by an integer factor (the surrogate's down-sampling)."""
-    if factor <= 1:
-        return field
-    shape = []
-    for n in field.shape:
-        shape += [n // factor, factor]
-    return field.reshape(shape).mean(axis=tuple(range(1, 2 * field.ndim, 2)))
 
 
 # ---------------------------------------------------------------------------- reading and writing

@@ -27,7 +27,7 @@ import torch
 from . import metrics
 from .checkpoint import load_checkpoint
 from .engines import make_solver
-from .engines.base import diverged
+from .engines.base import advance, diverged
 from .errors import CraneVizError, InputError
 from .initial import as_batch, perlin_field
 from .io import atomic_path, provenance
@@ -128,14 +128,6 @@ def initial_fields(points: list[Point], s: SweepSettings) -> torch.Tensor:
     return as_batch(fields)
 
 
-def evolve(engine, phi0: torch.Tensor, horizon: int) -> torch.Tensor:
-    """The fields after `horizon` frames of one engine."""
-    state = engine.init_state(phi0)
-    for _ in range(horizon):
-        state = engine.step(state)
-    return state.phi
-
-
 def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, device="cpu",
                    thumbnails: bool = False) -> tuple[list[dict], dict]:
     """Rows (with spreads and outcomes) of a chunk of points, and the seconds each engine took.
@@ -153,7 +145,7 @@ def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, devic
     for label, engine in engines.items():
         t0 = time.perf_counter()
         with torch.inference_mode():
-            final = evolve(engine, phi0.to(device), s.horizon)
+            final = advance(engine, phi0.to(device), s.horizon).phi
         seconds[label] = time.perf_counter() - t0
         spread = metrics.spread(final, 2).cpu().numpy().reshape(-1)
         bad = diverged(final).cpu().numpy()

@@ -20,11 +20,12 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import param
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +35,7 @@ from .errors import InputError, TrainingDiverged
 from .io import atomic_path, check_output_folder
 from .model import CRNN, REGISTRY, get_config
 from .physics import elastic_energy_mean, free_energy, grad_sq_fd, spatial_mean, w
+from .settings import MAX_SEED, Settings
 from .surrogate import downsample
 
 STATE_FILE, LOG_FILE, BEST, SNAPSHOTS = "train_state.pt", "log.jsonl", "best", "epochs"
@@ -41,70 +43,62 @@ FRAME_WEIGHTS = ("uniform", "variance", "increment")
 SCHEDULES = ("constant", "cosine")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings (defaults: the 2D paper's loss weights and noise)."""
+class TrainConfig(Settings):
+    """Training settings, each declared once with its bounds and doc: `crane-viz train` options,
+    the Training tab's job settings (`trainjob.TrainJobSettings` extends this class) and the
+    record saved with every run (so `--resume` can insist on the same settings)."""
 
-    model: str = "small-2d"  # registry name
-    epochs: int = 20
-    ramp: int = 10  # epochs over which the curriculum goes from 1 predicted frame to all
-    lr: float = 2e-3  # Adam learning rate
-    batch: int = 8
-    grad_weight: float = 60.0  # λ_∇
-    energy_weight: float = 150.0  # λ_f
-    noise: float = 1e-3  # σ of Gaussian noise added to every model input
-    val_fraction: float = 0.2
-    grid_scale: int = 1  # train on fields average-pooled by this factor (3D paper: 2)
-    window: int = 0  # frames per training sample, from a random start (0: whole sequences)
-    max_frames: int = 0  # use only the first frames of every sequence, e.g. the growth stage (0: all)
-    init: str = ""  # checkpoint (name or folder) or train_state.pt whose weights start the run:
-    #   fine-tuning; a model with a smaller kernel is widened to `model`'s (same function)
-    clip_norm: float = 0.0  # clip the gradient's global norm to this (0: no clipping)
-    keep: str = "best"  # checkpoint of the lowest validation loss, or "last": of the latest epoch
-    frame_weight: str = "uniform"  # "increment": each frame's loss ÷ the mean square of its true
-    #   change, so the small-amplitude linear regime (where the elastic orientation is selected)
-    #   counts and "nothing happens" costs the same in every frame; "variance": ÷ the frame's
-    #   variance
-    rise_weight: float = 0.0  # penalty on any rise of F/V over one model step (relative to F/V)
-    first_window: float = 0.0  # probability that a window starts at frame 0 (the linear regime)
-    ema: float = 0.0  # decay of the exponential moving average of the weights that is validated
-    #   and saved (0: the raw weights)
-    schedule: str = "constant"  # learning rate: "constant" or "cosine" (to lr/20 at the last epoch)
-    snapshot_every: int = 0  # keep the saved checkpoint of every N-th epoch in epochs/ (learning curve)
-    seed: int = 0
+    model = param.Selector(default="small-2d", objects=list(REGISTRY), doc="Architecture from the registry.")
+    epochs = param.Integer(20, bounds=(1, 100_000), doc="Training epochs.")
+    ramp = param.Integer(10, bounds=(0, 100_000), doc="Epochs over which the curriculum goes from one "
+                                                      "predicted frame to the full rollout.")
+    lr = param.Number(2e-3, bounds=(0.0, 1.0), inclusive_bounds=(False, True), doc="Adam learning rate.")
+    batch = param.Integer(8, bounds=(1, 4096), doc="Sequences per optimizer step.")
+    grad_weight = param.Number(0.0, bounds=(0.0, None), softbounds=(0.0, 100.0),
+                               doc="λ_∇ of the squared-gradient loss term (2D paper: 60; 0 trained best here).")
+    energy_weight = param.Number(0.0, bounds=(0.0, None), softbounds=(0.0, 200.0),
+                                 doc="λ_f of the free-energy loss term (2D paper: 150; 0 trained best here).")
+    noise = param.Number(1e-3, bounds=(0.0, 1.0), doc="σ of the Gaussian noise added to every model input (2D paper: 10⁻³).")
+    val_fraction = param.Number(0.2, bounds=(0.0, 1.0), inclusive_bounds=(True, False),
+                                doc="Fraction of the sequences kept for validation rollouts.")
+    grid_scale = param.Selector(default=1, objects=list(GRID_SCALES),
+                                doc="Train on fields average-pooled by this factor (3D paper: 2).")
+    window = param.Integer(0, bounds=(0, 100_000), doc="Frames per training sample from a random start "
+                                                       "(0: whole sequences); short windows give more steps per second.")
+    max_frames = param.Integer(0, bounds=(0, 100_000), doc="Use only the first frames of every sequence, "
+                                                           "e.g. the growth stage (0: all; else at least 2).")
+    init = param.String("", doc="Checkpoint (name or folder) or train_state.pt whose weights start the run "
+                                "(fine-tuning); a model with a smaller kernel is widened to --model's, "
+                                "computing the same function.")
+    clip_norm = param.Number(1.0, bounds=(0.0, None), doc="Clip the gradient's global norm to this (0: no clipping).")
+    keep = param.Selector(default="best", objects=["best", "last"],
+                          doc="Checkpoint the epoch with the lowest validation loss, or the latest one.")
+    frame_weight = param.Selector(default="uniform", objects=list(FRAME_WEIGHTS),
+                                  doc="Weight of each frame's loss: uniform; increment (÷ the mean square of "
+                                      "its true change, so the linear regime counts and 'nothing happens' "
+                                      "costs the same in every frame); variance (÷ the frame's variance).")
+    rise_weight = param.Number(0.0, bounds=(0.0, None), doc="Penalty on any rise of F/V over one model step "
+                                                            "(relative to F/V).")
+    first_window = param.Number(0.0, bounds=(0.0, 1.0), doc="Probability that a window starts at frame 0 "
+                                                            "(the linear regime that selects orientation).")
+    ema = param.Number(0.0, bounds=(0.0, 1.0), inclusive_bounds=(True, False),
+                       doc="Decay of the moving average of the weights that is validated and saved (0: raw weights).")
+    schedule = param.Selector(default="constant", objects=list(SCHEDULES),
+                              doc="Learning rate: constant, or cosine down to lr/20 at the last epoch.")
+    snapshot_every = param.Integer(0, bounds=(0, 100_000), doc="Keep the checkpoint of every N-th epoch in "
+                                                               "epochs/ (for the learning curve; 0: none).")
+    seed = param.Integer(0, bounds=(0, MAX_SEED), doc="Seed of the split, shuffling, augmentation and noise.")
 
-    def __post_init__(self):
-        """Every bound, named as on the command line; an InputError before anything is built."""
-        def flag(key):
-            return "--" + key.replace("_", "-")
-        if self.model not in REGISTRY:
-            raise InputError(f"--model must be one of {sorted(REGISTRY)}, not {self.model!r}")
-        integers = {"epochs": (1, 100_000), "ramp": (0, 100_000), "batch": (1, 4096),
-                    "window": (0, 100_000), "max_frames": (0, 100_000), "snapshot_every": (0, 100_000),
-                    "seed": (0, 2**63 - 1)}
-        for key, (low, high) in integers.items():
-            value = getattr(self, key)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise InputError(f"{flag(key)} must be an integer in [{low}, {high}], not {value!r}")
+    def __init__(self, **params):
+        super().__init__(**params)
+        if not math.isfinite(self.lr):
+            raise InputError(f"--lr must lie in (0, 1], not {self.lr}")
         if self.max_frames == 1:
             raise InputError("--max-frames must be 0 (all) or at least 2, not 1")
-        if self.grid_scale not in GRID_SCALES:
-            raise InputError(f"--grid-scale must be one of {GRID_SCALES}, not {self.grid_scale!r}")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
-            raise InputError(f"--lr must lie in (0, 1], not {self.lr}")
-        for key in ("grad_weight", "energy_weight", "noise", "clip_norm", "rise_weight"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value >= 0):
-                raise InputError(f"{flag(key)} must be a finite number ≥ 0, not {value}")
-        for key, low, high, closed in (("val_fraction", 0, 1, False), ("first_window", 0, 1, True),
-                                       ("ema", 0, 1, False)):
-            value = getattr(self, key)
-            if not (low <= value < high or (closed and value == high)):
-                raise InputError(f"{flag(key)} must lie in [{low}, {high}{']' if closed else ')'}, not {value}")
-        for key, allowed in (("keep", ("best", "last")), ("frame_weight", FRAME_WEIGHTS),
-                             ("schedule", SCHEDULES)):
-            if getattr(self, key) not in allowed:
-                raise InputError(f"{flag(key)} must be one of {allowed}, not {getattr(self, key)!r}")
+
+    def to_dict(self) -> dict:
+        """The settings as plain JSON values (saved with the run and inside its checkpoints)."""
+        return {k: getattr(self, k) for k in TrainConfig.param if k != "name"}
 
 
 def curriculum_horizon(epoch: int, ramp: int, frames: int) -> int:
@@ -359,7 +353,7 @@ def read_state(path: Path, flag: str) -> dict:
 def save_state(out: Path, model, averaged, opt, gen, epoch: int, best: float, cfg: TrainConfig) -> None:
     """Everything a resume needs, written atomically; loads with weights_only=True."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
-             "epoch": epoch, "best": best, "config": json.dumps(asdict(cfg))}
+             "epoch": epoch, "best": best, "config": json.dumps(cfg.to_dict())}
     if averaged is not model:
         state["ema"] = averaged.state_dict()
     with atomic_path(out / STATE_FILE) as tmp:
@@ -385,7 +379,7 @@ def training_ranges(data: Dataset, cfg: TrainConfig) -> dict:
     return {"mean_range": [float(data.mean.min()), float(data.mean.max())],
             "misfit_range": [float(data.eta.min()), float(data.eta.max())],
             "grid": int(data.phi.shape[2]) // cfg.grid_scale, "frames": int(data.phi.shape[1]),
-            "config": asdict(cfg)}
+            "config": cfg.to_dict()}
 
 
 def provenance_of(data: Dataset) -> dict:
@@ -439,7 +433,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
         if not (out / STATE_FILE).is_file():
             raise InputError(f"{out / STATE_FILE}: nothing to resume")
         state = read_state(out / STATE_FILE, "--resume")
-        if state["settings"] != asdict(cfg):
+        if state["settings"] != cfg.to_dict():
             raise InputError(f"{out}: the saved run used other settings: {state['config']}")
         model.load_state_dict(state["model"])
         if cfg.ema > 0:

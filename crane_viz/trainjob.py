@@ -44,7 +44,7 @@ from .errors import CraneVizError, DatasetError, InputError
 from .io import atomic_path, project_root
 from .model import CRNN, REGISTRY, get_config
 from .presets import PRESETS, get_preset
-from .settings import PAPER_MAX_MISFIT, Settings, resolve_device
+from .settings import PAPER_MAX_MISFIT, resolve_device
 from .training import LOG_FILE, STATE_FILE, TrainConfig, read_log, train, unroll
 
 ACTIVE = ("starting", "running")
@@ -57,8 +57,9 @@ class JobBusy(CraneVizError):
     """Another job of the project is running."""
 
 
-class TrainJobSettings(Settings):
-    """A training job: the dataset to generate (or use), the model, and the curriculum."""
+class TrainJobSettings(TrainConfig):
+    """A training job: the dataset to generate (or use) and, inherited from `TrainConfig` (one
+    declaration), the model and the curriculum."""
 
     checkpoint_name = param.String("my-model", doc="Name of the checkpoint the job produces "
                                                    "(letters, digits, - _ .).")
@@ -74,22 +75,7 @@ class TrainJobSettings(Settings):
     eta_max_percent = param.Number(1.2, bounds=(0.0, 5.0), softbounds=(0.0, 100 * PAPER_MAX_MISFIT),
                                    doc="Largest misfit η sampled, in percent (0 for a model without the η channel).")
     data_seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Base seed of the generated cases.")
-    model = param.Selector(default="small-2d", objects=list(REGISTRY), doc="Architecture from the registry.")
     init = param.String("", doc="Checkpoint to fine-tune (its architecture replaces `model`); empty: start afresh.")
-    epochs = param.Integer(20, bounds=(1, 100_000), doc="Training epochs.")
-    ramp = param.Integer(10, bounds=(0, 100_000), doc="Epochs over which the curriculum goes from one "
-                                                      "predicted frame to the full rollout.")
-    lr = param.Number(2e-3, bounds=(1e-7, 1.0), doc="Adam learning rate.")
-    batch = param.Integer(8, bounds=(1, 1024), doc="Sequences per optimizer step.")
-    grad_weight = param.Number(0.0, bounds=(0.0, None), softbounds=(0.0, 100.0),
-                               doc="λ_∇ of the squared-gradient loss term (2D paper: 60; 0 trained best here).")
-    energy_weight = param.Number(0.0, bounds=(0.0, None), softbounds=(0.0, 200.0),
-                                 doc="λ_f of the free-energy loss term (2D paper: 150; 0 trained best here).")
-    noise = param.Number(1e-3, bounds=(0.0, 0.1), doc="σ of the Gaussian noise added to every model input.")
-    window = param.Integer(0, bounds=(0, 10_000), doc="Frames per training sample from a random start (0: whole sequences).")
-    grid_scale = param.Integer(1, bounds=(1, 8), doc="Train on fields average-pooled by this factor.")
-    clip_norm = param.Number(1.0, bounds=(0.0, None), doc="Clip the gradient norm to this (0: no clipping).")
-    seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Seed of the split, shuffling, augmentation and noise.")
     preview_every = param.Integer(2, bounds=(1, 10_000), doc="Epochs between validation rollout previews.")
     threads = param.Integer(max(1, (os.cpu_count() or 2) - 1), bounds=(1, 256),
                             doc="CPU threads of the job (leave one core to the app).")
@@ -152,11 +138,10 @@ class TrainJobSettings(Settings):
                            misfit_range=(self.eta_min_percent / 100, self.eta_max_percent / 100))
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(model=self.architecture(), epochs=self.epochs, ramp=self.ramp, lr=self.lr,
-                           batch=self.batch, grad_weight=self.grad_weight, energy_weight=self.energy_weight,
-                           noise=self.noise, window=self.window, grid_scale=self.grid_scale,
-                           init=str(resolve(self.init)) if self.init else "", clip_norm=self.clip_norm,
-                           seed=self.seed)
+        """The training part of these settings, with the architecture and checkpoint resolved."""
+        values = {k: getattr(self, k) for k in TrainConfig.param if k != "name"}
+        return TrainConfig(**{**values, "model": self.architecture(),
+                              "init": str(resolve(self.init)) if self.init else ""})
 
     def describe(self) -> dict:
         return {k: v for k, v in self.param.values().items() if k != "name"}

@@ -3,10 +3,8 @@
 Screenshots are kept in test-artifacts/ for people to look at.
 """
 
-import importlib.util
 import shutil
 import socket
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -50,14 +48,12 @@ def server(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("CRANE_VIZ_CHECKPOINTS", str(ckpts))
 
-    spec = importlib.util.spec_from_file_location("explorer", Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
-    explorer = importlib.util.module_from_spec(spec)
-    sys.modules["explorer"] = explorer
-    spec.loader.exec_module(explorer)
+    from crane_viz.app.explorer import create_app
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = pn.serve({"explorer": explorer.create_app}, port=port, address="127.0.0.1", threaded=True,
+    srv = pn.serve({"explorer": create_app}, port=port, address="127.0.0.1", threaded=True,
                    show=False, websocket_origin=f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}/explorer"
     for _ in range(100):

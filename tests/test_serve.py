@@ -57,3 +57,41 @@ def test_serve_binds_loopback_unless_classroom(classroom):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.slow
+def test_the_thin_entry_point_serves_the_explorer():
+    """`panel serve apps/explorer.py`, README's alternative start, builds the same page."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "panel", "serve", str(root / "apps" / "explorer.py"), "--port", str(port),
+           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        page, deadline = "", time.time() + 90
+        while time.time() < deadline and not page:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=30).read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert "crane_viz — spinodal decomposition explorer" in page
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_only_the_app_package_imports_panel():
+    """The library (engines, surrogate, jobs, CLI) loads without Panel; only crane_viz.app needs it."""
+    import pkgutil
+
+    import crane_viz
+
+    modules = [m.name for m in pkgutil.walk_packages(crane_viz.__path__, "crane_viz.")
+               if not m.name.startswith(("crane_viz.app", "crane_viz.__main__"))]
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('panel', 'bokeh')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

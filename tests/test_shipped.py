@@ -15,6 +15,7 @@ import torch
 from crane_viz import metrics
 from crane_viz.checkpoint import list_checkpoints, load_checkpoint
 from crane_viz.engines import make_solver
+from crane_viz.engines.base import side_by_side
 from crane_viz.initial import as_batch, perlin_field
 from crane_viz.surrogate import SurrogateEngine, downsample
 
@@ -41,9 +42,7 @@ def test_shipped_checkpoint_beats_stated_mae(name):
     eta = torch.tensor([e for _, e, _, _ in cases])
     sur_engine = SurrogateEngine(ckpt, misfit=eta, device="cpu")
     ref_engine = make_solver(ckpt.preset.solver, ckpt.preset, misfit=eta)
-    s, r = sur_engine.init_state(phi0), ref_engine.init_state(phi0)
-    for _ in range(frames):
-        s, r = sur_engine.step(s), ref_engine.step(r)
+    *_, (s, r) = side_by_side(sur_engine, ref_engine, phi0, frames)
     ref = downsample(r.phi, ckpt.grid_scale)
     mae = metrics.mae(ref, s.phi, ckpt.dim)
     baseline = metrics.mae(ref, downsample(phi0, ckpt.grid_scale), ckpt.dim)

@@ -96,11 +96,11 @@ def test_generate_train_checkpoint_end_to_end(data, tmp_path, capsys):
 
 def test_resume_is_exact(data, tmp_path):
     train(data, tmp_path / "full", CFG)
-    train(data, tmp_path / "part", TrainConfig(**{**CFG.__dict__, "epochs": 1}))
+    train(data, tmp_path / "part", TrainConfig(**{**CFG.to_dict(), "epochs": 1}))
     state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
     assert state["epoch"] == 1
     # continue the interrupted run to the full length: rewrite its config, then resume
-    state["config"] = json.dumps(CFG.__dict__)
+    state["config"] = json.dumps(CFG.to_dict())
     torch.save(state, tmp_path / "part" / "train_state.pt")
     train(data, tmp_path / "part", CFG, resume=True)
     a = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)["model"]
@@ -286,9 +286,9 @@ def test_campaign_options_resume_exactly_and_keep_snapshots(data, tmp_path):
                       frame_weight="variance", rise_weight=10.0, ema=0.9, schedule="cosine",
                       snapshot_every=1)
     train(data, tmp_path / "full", cfg)
-    train(data, tmp_path / "part", TrainConfig(**{**cfg.__dict__, "epochs": 1}))
+    train(data, tmp_path / "part", TrainConfig(**{**cfg.to_dict(), "epochs": 1}))
     state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
-    state["config"] = json.dumps(cfg.__dict__)
+    state["config"] = json.dumps(cfg.to_dict())
     torch.save(state, tmp_path / "part" / "train_state.pt")
     train(data, tmp_path / "part", cfg, resume=True)
     a = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)

@@ -43,7 +43,10 @@ def add_param_options(parser: argparse.ArgumentParser, cls: type[param.Parameter
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
         elif isinstance(p, param.Selector):
             choices = [c for c in p.objects if c is not None]
-            parser.add_argument(flag, dest=name, choices=choices, default=None, help=help_text)
+            # no argparse `choices`: the settings class refuses a bad value in one line naming the option
+            kind = type(choices[0]) if choices and all(type(c) is type(choices[0]) for c in choices) else str
+            help_text = f"{p.doc or ''} One of: {', '.join(map(str, choices))}." + help_text[len(p.doc or ''):]
+            parser.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(), help=help_text)
         elif isinstance(p, param.Integer):
             parser.add_argument(flag, dest=name, type=int, default=None, help=help_text)
         elif isinstance(p, param.Number):

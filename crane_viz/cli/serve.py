@@ -10,13 +10,8 @@ browser.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from ..errors import InputError
-
-APP = Path(__file__).resolve().parents[2] / "apps" / "explorer.py"
-CLASSROOM_ENV = "CRANE_VIZ_CLASSROOM"
 
 
 def add_parser(sub) -> None:
@@ -33,16 +28,10 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     if not 1024 <= args.port <= 65535:
         raise InputError(f"--port must lie in [1024, 65535], not {args.port}")
-    if not APP.is_file():
-        raise InputError(f"{APP} not found: crane-viz serve runs the explorer of a repository checkout")
-    import panel as pn
+    from ..app.server import serve  # Panel is imported only when the app runs
 
-    address = "0.0.0.0" if args.classroom else "127.0.0.1"
-    origins = ["*"] if args.classroom else [f"127.0.0.1:{args.port}", f"localhost:{args.port}"]
-    os.environ[CLASSROOM_ENV] = "1" if args.classroom else ""
     where = "every network interface (classroom)" if args.classroom else "this machine only"
     print(f"crane_viz explorer on http://{'<this machine>' if args.classroom else '127.0.0.1'}:{args.port}/explorer "
           f"— {where}; Ctrl-C stops it", flush=True)
-    pn.serve({"explorer": str(APP)}, port=args.port, address=address, websocket_origin=origins,
-             show=args.show, title="crane_viz explorer")
+    serve(args.port, classroom=args.classroom, show=args.show)
     return 0

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..engines import make_solver
-from ..engines.base import BLOW_UP_RANGE, diverged
+from ..engines.base import BLOW_UP_RANGE, diverged, states
 from ..errors import CraneVizError
 from ..initial import as_batch
 from ..io import TrajectoryWriter, atomic_path, check_output_path, provenance, write_attrs
@@ -49,14 +49,12 @@ def main(args: argparse.Namespace) -> int:
     if settings.init:
         settings.mean = float(phi0.mean())
     engine = make_solver(settings.solver_name, preset, misfit=settings.misfit)
-    state = engine.init_state(as_batch([phi0], device=device))
     start = time.perf_counter()
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         writer = TrajectoryWriter(h5, (size,) * preset.dim, frames_hint=settings.frames + 1)
-        writer.append(state.phi[0].cpu().numpy(), state.time)
-        for frame in tqdm(range(1, settings.frames + 1), desc=f"{engine.name} {size}^{preset.dim}",
-                          unit="frame", disable=None):
-            state = engine.step(state)
+        frames = states(engine, as_batch([phi0], device=device), settings.frames)
+        for frame, state in enumerate(tqdm(frames, total=settings.frames + 1, desc=f"{engine.name} "
+                                           f"{size}^{preset.dim}", unit="frame", disable=None)):
             check_finite(state.phi, frame)
             writer.append(state.phi[0].cpu().numpy(), state.time)
         elapsed = time.perf_counter() - start

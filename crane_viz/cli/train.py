@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
 from tqdm import tqdm
 
 from ..settings import resolve_device
 from ..training import TrainConfig, train
+from .common import add_param_options, given
 
 
 def add_parser(sub) -> None:
@@ -16,17 +16,14 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True, help="dataset from crane-viz generate")
     p.add_argument("--out", required=True, help="run folder (best/, train_state.pt, log.jsonl)")
     p.add_argument("--name", default="model", help="checkpoint name")
-    d = TrainConfig()
-    for f in fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(d, f.name)),
-                       default=getattr(d, f.name), help=f"default {getattr(d, f.name)}")
+    add_param_options(p, TrainConfig)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    cfg = TrainConfig(**given(args, TrainConfig))
     bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"train {cfg.model}", disable=None)
 
     def on_epoch(rec):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 
@@ -64,6 +64,20 @@ def repeated(step: Callable[[State], State], k: int) -> Callable[[State], State]
     return many
 
 
+def states(engine: Engine, phi0: torch.Tensor, frames: int, every: int = 1) -> Iterator[State]:
+    """The initial state, then the state after each of `frames` kept frames (each `every` steps).
+
+    The one frame loop: `rollout` stacks it, `advance` keeps its last state, and commands that
+    stream frames to disk iterate it.
+    """
+    state = engine.init_state(phi0)
+    yield state
+    step = repeated(engine.step, every)
+    for _ in range(frames):
+        state = step(state)
+        yield state
+
+
 def rollout(engine: Engine, phi0: torch.Tensor, frames: int, *, every: int = 1,
             progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `frames` kept frames (each `every` engine steps) from phi0.
@@ -71,14 +85,27 @@ def rollout(engine: Engine, phi0: torch.Tensor, frames: int, *, every: int = 1,
     Returns (trajectory of shape (B, frames + 1, *grid) with the initial frame first, times).
     `progress(i)` is called after each kept frame.
     """
-    state = engine.init_state(phi0)
-    step = repeated(engine.step, every)
-    out = [state.phi]
-    times = [state.time]
-    for i in range(frames):
-        state = step(state)
+    out, times = [], []
+    for i, state in enumerate(states(engine, phi0, frames, every)):
         out.append(state.phi)
         times.append(state.time)
-        if progress is not None:
-            progress(i + 1)
+        if progress is not None and i:
+            progress(i)
     return torch.stack(out, dim=1), torch.tensor(times, dtype=torch.float64)
+
+
+def advance(engine: Engine, phi0: torch.Tensor, frames: int) -> State:
+    """The state `frames` frames after phi0, keeping nothing in between (sweeps, checks)."""
+    *_, last = states(engine, phi0, frames)
+    return last
+
+
+def side_by_side(first: Engine, second: Engine, phi0: torch.Tensor, frames: int) -> Iterator[tuple[State, State]]:
+    """Both engines from the same phi0, frame by frame: yields their states after frames 1..`frames`.
+
+    The one loop behind every surrogate-beside-reference comparison (evaluation, checks).
+    """
+    a, b = first.init_state(phi0), second.init_state(phi0)
+    for _ in range(frames):
+        a, b = first.step(a), second.step(b)
+        yield a, b

@@ -1,0 +1,236 @@
+"""The explorer page: the CRNN surrogate live beside a reference solver.
+
+A thin composition over `crane_viz.live`: every control is declared (with bounds) in
+`ExplorerSettings`, the simulation runs in `LiveRun`'s worker thread, and the views only turn
+frames into pictures and plots. The Training tab is a view over `crane_viz.trainjob`: jobs run as
+separate processes and the tab reads their folders."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import partial
+
+import numpy as np
+import panel as pn
+
+from ..errors import CraneVizError
+from ..export import FrameStyle
+from ..initial import load_field
+from ..live import (
+    MAX_SIDE,
+    SIZES,
+    ExplorerSettings,
+    FrameTimes,
+    LiveRun,
+    apply_each,
+    gui_wording,
+    load_note,
+    may_train,
+    model_choices,
+)
+from .common import CLASSROOM_ENV, later
+from .phase_tab import PhaseView
+from .training_tab import TrainingView
+from .views import CutawayView, ExportView, MapsView, PlotsView
+
+pn.extension("vtk", notifications=True)
+
+URL_KEYS = ["model", "mean", "eta_percent", "amplitude", "cells", "size", "seed", "init_kind", "reference"]
+
+
+def create_app():
+    """One browser session's page (Panel calls this for every visitor)."""
+    settings = ExplorerSettings()
+    url_notice = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+
+    def refused_from_url(values):
+        refused = apply_each(settings, values)
+        if refused:
+            url_notice.object = (f"This link's {', '.join(refused)} could not be used (not a known model "
+                                 "or outside the bounds); the defaults are shown instead.")
+            url_notice.visible = True
+    if pn.state.location is not None:
+        pn.state.location.sync(settings, {k: k for k in URL_KEYS}, on_error=refused_from_url)
+    doc = pn.state.curdoc
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    maps, plots, cutaway = MapsView(on_paint=lambda x, y: paint(x, y)), PlotsView(), CutawayView()
+    counter = pn.indicators.Number(label="frame", value=0, font_size="20pt", title_size="10pt")
+
+    def show(frames, generation, pngs=None):
+        if generation != live.generation:  # computed before a reset: its plots were cleared
+            return
+        if pngs:
+            cutaway.show(pngs)
+        last = frames[-1]
+        dim = live.info["dim"]
+        maps.update(last, dim)
+        plots.add(frames)
+        counter.value = last.index
+        for frame in frames[:-1]:
+            times.add(frame.metrics)
+        m = times.add(last.metrics)  # rolling medians, robust to one slow frame
+        ratio = m["reference_ms"] / m["surrogate_ms"] if m["surrogate_ms"] > 0 else float("nan")
+        ref_text = "" if np.isnan(m["reference_ms"]) else \
+            f" · reference {m['reference_ms']:.0f} ms/frame · reference ÷ surrogate {ratio:.2f}"
+        busy = load_note()
+        status.object = (f"frame {last.index} · t = {last.time:g} · surrogate {m['surrogate_ms']:.0f} "
+                         f"ms/frame{ref_text} (medians of the last {times.window}){' · ' + busy if busy else ''}"
+                         f" · {live.describe()}")
+
+    times = FrameTimes()
+
+    def on_frames(frames, generation):
+        """Worker thread: render 3D images here, hand everything to the event loop to display."""
+        pngs = cutaway.render(frames[-1]) if live.info["dim"] == 3 else None
+        later(doc, partial(show, frames, generation, pngs))
+
+    def on_state(message):
+        later(doc, lambda: setattr(status, "object", message))
+
+    live = LiveRun(settings, on_frames, on_state)
+
+    def paint(x, y):
+        if live.info["dim"] != 2:
+            return
+        amount = 0.3 if maps.paint_mode.value == "add" else -0.3
+        live.paint(x, y, radius=max(2, live.session.phi0.shape[0] / 32), amount=amount)
+        if not live.playing:
+            live.step()
+
+    def export_style():
+        if live.info["dim"] == 3 and tabs.active == 1:
+            return FrameStyle(view="cutaway")
+        return FrameStyle(view="slice", axis="xyz".index(maps.slice_axis.value), index=maps.slice_pos.value)
+
+    exports = ExportView(live, doc, export_style)
+
+    def open_case(**values):
+        """Show one phase-diagram point in the maps tab (same seed, amplitude and grid)."""
+        wanted = values.pop("size")
+        size = min(SIZES, key=lambda n: abs(n - wanted))
+        settings.param.update(init_kind="perlin", size=size, **values)
+        tabs.active = 0
+
+    phase = PhaseView(live, doc, exports.job.folder / "phase", open_case)
+    training = TrainingView(doc, on_models_changed=lambda: setattr(settings.param.model, "objects", model_choices()))
+    request = getattr(getattr(doc, "session_context", None), "request", None)
+    local = may_train(getattr(request, "remote_ip", None), bool(os.environ.get(CLASSROOM_ENV)))
+    training_panel = training.layout if local else pn.pane.Alert(
+        "Training runs only in the browser of the computer that serves this classroom explorer "
+        "(`crane-viz serve --classroom`).", alert_type="info")
+
+    play = pn.widgets.Button(label="Play", color="success", width=80)
+    pause = pn.widgets.Button(label="Pause", color="warning", width=80)
+    step = pn.widgets.Button(label="Step", width=70)
+    reset = pn.widgets.Button(label="Reset", color="primary", width=80)
+    upload = pn.widgets.FileInput(accept=".npy,.png,.jpg,.jpeg,.bmp,.tif,.tiff", label="upload field")
+    error = pn.pane.Alert("", alert_type="danger", visible=False)
+
+    def report(exc):
+        error.object, error.visible = gui_wording(exc), True
+
+    def do_reset(*_):
+        error.visible = False
+        try:
+            live.reset()
+        except (CraneVizError, ValueError) as exc:
+            report(exc)
+            return
+        plots.clear()
+        times.clear()
+        counter.value = 0
+        maps.update(live.session.current(), live.info["dim"])
+        if live.info["dim"] == 3:
+            cutaway.update(live.session.current())
+        tabs.active = 1 if live.info["dim"] == 3 and tabs.active == 0 else tabs.active
+        phase.update_line()
+
+    def do_upload(event):
+        suffix = "." + (upload.filename or "x.npy").rsplit(".", 1)[-1].lower()
+        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+            tmp.write(event.new)
+            tmp.flush()
+            try:
+                live.set_upload(load_field(tmp.name, max_side=MAX_SIDE[live.info["dim"]]))
+            except CraneVizError as exc:
+                report(str(exc).replace(tmp.name, upload.filename or "upload"))
+                return
+        settings.init_kind = "upload"
+        do_reset()
+
+    rotate = pn.widgets.Button(label="Rotate/zoom view (paused)", width=200)
+
+    def do_rotate(_):
+        if live.info["dim"] != 3:
+            return
+        live.pause()
+        cutaway.show_interactive(live.session.current())
+
+    rotate.on_click(do_rotate)
+    play.on_click(lambda _: (cutaway.interactive.clear(), live.play()))
+    pause.on_click(lambda _: live.pause())
+    step.on_click(lambda _: live.step())
+    reset.on_click(do_reset)
+    upload.param.watch(do_upload, "value")
+    settings.param.watch(do_reset, ["model", "mean", "eta_percent", "amplitude", "cells", "size", "seed",
+                                    "init_kind", "reference", "octaves", "correlation_length"])
+
+    # η has its own slider, shown only for models with an η channel (#16 item 14)
+    eta_slider = pn.widgets.FloatSlider.from_param(settings.param.eta_percent, step=0.01)
+
+    def show_eta(*_):
+        eta_slider.visible = live.info["conditioned"]
+    settings.param.watch(show_eta, "model")
+    show_eta()
+    controls = pn.Column(
+        pn.Param(settings, parameters=["model", "mean"], show_name=False,
+                 widgets={"mean": {"type": pn.widgets.FloatSlider, "step": 0.01}}),
+        eta_slider,
+        pn.Param(settings, parameters=["amplitude", "cells", "size", "seed", "init_kind", "reference",
+                                       "frames_per_update"], show_name=False,
+                 # 3 decimals, so a 1e-3 noise does not read "0"; the seed as a number box
+                 widgets={"amplitude": {"type": pn.widgets.FloatSlider, "step": 0.001, "format": "0.000"},
+                          "seed": pn.widgets.IntInput}))
+    # Every tab stays attached to the page (dynamic=False): a pane updated while detached resolves its
+    # stylesheets to Panel's CDN, which an offline classroom cannot reach (#16 item 10). Inactive
+    # tabs are hidden instead, so the tallest one does not leave a gap under the others.
+    tabs = pn.Tabs(("2D maps", maps), ("3D cutaway", pn.Column(rotate, cutaway)),
+                   ("Phase diagram", phase), ("Training", training_panel), dynamic=False)
+
+    def show_active_tab(*_):
+        for i, content in enumerate(tabs.objects):
+            content.visible = i == tabs.active
+    tabs.param.watch(show_active_tab, "active")
+    tabs.param.watch(lambda event: training.open() if event.new == 3 and local else None, "active")
+    template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
+                                             sidebar_width=330)
+    template.sidebar.extend([pn.Row(play, pause), pn.Row(step, reset), counter, controls,
+                             pn.pane.Markdown("Upload an initial field (.npy or greyscale image):"),
+                             upload, error])
+    # the maps' and cutaway tabs' companions; exports write files, so a classroom's remote browsers
+    # (like training) do without them
+    live_panels = [plots.layout, exports.layout] if local else [plots.layout]
+
+    def show_live_panels(event):
+        for panel in live_panels:
+            panel.visible = event.new in (0, 1)
+    tabs.param.watch(show_live_panels, "active")
+    template.main.extend([url_notice, status, tabs, *live_panels])
+    def closed(_ctx):
+        """The tab closed: stop the run, the sweep and any export, and delete this tab's files."""
+        live.close(timeout=0)  # reports nothing from now on; the worker ends after its frame
+        phase.job.cancel()
+        phase.job.wait(30)
+        exports.job.close()
+        poll.stop()
+
+    poll = pn.state.add_periodic_callback(training.refresh, period=1000)
+    pn.state.on_session_destroyed(closed)
+    maps.update(live.session.current(), live.info["dim"])
+    if live.info["dim"] == 3:
+        cutaway.update(live.session.current())
+        tabs.active = 1
+    status.object = live.describe()
+    show_active_tab()
+    return template

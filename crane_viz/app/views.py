@@ -1,0 +1,266 @@
+"""The explorer's live views: φ maps, metric plots, the 3D cutaway and the export panel."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import imageio.v3 as iio
+import numpy as np
+import panel as pn
+import torch
+from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
+from bokeh.plotting import figure
+
+from ..live import (
+    ExportJob,
+    LiveRun,
+    gui_wording,
+    record_run,
+)
+from ..surrogate import downsample
+from .common import MAP_PX, PALETTE, View, later
+
+
+class MapsView(View):
+    """Surrogate, reference and |Δφ| maps with one shared φ colour scale; click to paint (2D)."""
+
+    def __init__(self, on_paint):
+        super().__init__()
+        self.sources = {k: ColumnDataSource({"image": [np.zeros((2, 2))], "dw": [1], "dh": [1]})
+                        for k in ("surrogate", "reference", "difference")}
+        phi_map = LinearColorMapper(palette=PALETTE, low=0.0, high=1.0)
+        diff_map = LinearColorMapper(palette="Magma256", low=0.0, high=0.5)
+        self.figures = {}
+        for key, mapper, title in (("surrogate", phi_map, "surrogate φ"),
+                                   ("reference", phi_map, "reference φ"),
+                                   ("difference", diff_map, "|Δφ|")):
+            fig = figure(title=title, width=MAP_PX, height=MAP_PX, match_aspect=True,
+                         tools="tap,pan,reset,save", toolbar_location="below",
+                         x_range=(0, 1), y_range=(0, 1))
+            fig.image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=mapper,
+                      source=self.sources[key])
+            if key != "surrogate":  # one bar for the shared φ scale, one for |Δφ|
+                fig.add_layout(ColorBar(color_mapper=mapper, width=10, label_standoff=4,
+                                        major_label_text_font_size="8pt"), "right")
+            fig.axis.visible = False
+            fig.grid.visible = False
+            self.figures[key] = fig
+        from bokeh.events import Tap
+        for key in ("surrogate", "reference"):
+            self.figures[key].on_event(Tap, lambda ev: on_paint(ev.x, ev.y))
+        self.paint_mode = pn.widgets.RadioButtonGroup(options=["add", "remove"], value="add",
+                                                      color="light", width=140)
+        self.caption = pn.pane.Markdown("", margin=(0, 10))
+        self.slice_axis = pn.widgets.Select(label="3D slice normal", options=["x", "y", "z"], value="z", width=120)
+        self.slice_pos = pn.widgets.FloatSlider(label="slice position", start=0, end=1, value=0.5, step=0.01, width=200)
+
+    def update(self, frame, dim):
+        self.slice_axis.visible = self.slice_pos.visible = dim == 3
+        sur, ref = frame.surrogate, frame.reference
+        if dim == 3:
+            ax = "xyz".index(self.slice_axis.value)
+            sur = np.take(sur, int(self.slice_pos.value * (sur.shape[ax] - 1)), axis=ax)
+            if ref is not None:
+                ref = np.take(ref, int(self.slice_pos.value * (ref.shape[ax] - 1)), axis=ax)
+        self._set("surrogate", sur)
+        if ref is not None:
+            scale = ref.shape[0] // sur.shape[0]
+            ref_c = downsample(torch.tensor(ref)[None], scale)[0].numpy() if scale > 1 else ref
+            self._set("reference", ref)
+            self._set("difference", np.abs(ref_c - sur))
+        self.caption.object = f"**frame {frame.index}**, t = {frame.time:g}"
+
+    def _set(self, key, img):
+        n = img.shape[0]
+        self.sources[key].data = {"image": [np.ascontiguousarray(img.T)], "dw": [n], "dh": [n]}
+        fig = self.figures[key]
+        fig.x_range.end = fig.y_range.end = n
+
+    def _layout(self):
+        return pn.Column(pn.Row(self.caption, pn.Spacer(), pn.pane.Markdown("click a map to"),
+                                self.paint_mode),
+                         pn.Row(*self.figures.values()),
+                         pn.Row(self.slice_axis, self.slice_pos))
+
+
+class PlotsView(View):
+    """Streaming metric plots: RMSE, δ̄, F/V (with parts), mass drift, log–log F(t)."""
+
+    KEYS = ["time", "rmse", "delta", "surrogate_energy_total", "reference_energy_total",
+            "surrogate_energy_interface", "reference_energy_interface", "surrogate_energy_elastic",
+            "reference_energy_elastic", "surrogate_mass_drift", "reference_mass_drift"]
+
+    def __init__(self):
+        super().__init__()
+        self.source = ColumnDataSource({k: [] for k in self.KEYS})
+        self.guide = ColumnDataSource({"time": [], "guide": []})
+        hover = lambda: HoverTool(tooltips=[("t", "@time{0.0}"), ("value", "$y{0.0000}")])
+        self.rmse = self._fig("RMSE and δ̄ (grid units)", hover())
+        self.rmse.line("time", "rmse", source=self.source, color="#d62728", legend_label="RMSE")
+        self.rmse.line("time", "delta", source=self.source, color="#9467bd", legend_label="δ̄")
+        self.energy = self._fig("F/V", hover())
+        for who, color in (("surrogate", "#d62728"), ("reference", "#1f77b4")):
+            self.energy.line("time", f"{who}_energy_total", source=self.source, color=color, legend_label=f"{who} total")
+            for part, dash in (("interface", "dashed"), ("elastic", "dotted")):
+                self.energy.line("time", f"{who}_energy_{part}", source=self.source, color=color,
+                                 line_dash=dash, legend_label=f"{who} {part}")
+        self.drift = self._fig("mass drift ⟨φ⟩ − ⟨φ₀⟩", hover())
+        self.drift.line("time", "surrogate_mass_drift", source=self.source, color="#d62728", legend_label="surrogate")
+        self.drift.line("time", "reference_mass_drift", source=self.source, color="#1f77b4", legend_label="reference")
+        self.loglog = self._fig("F/V, log–log, with t^(−1/3)", hover(), log=True)
+        self.loglog.line("time", "surrogate_energy_total", source=self.source, color="#d62728", legend_label="surrogate")
+        self.loglog.line("time", "reference_energy_total", source=self.source, color="#1f77b4", legend_label="reference")
+        self.loglog.line("time", "guide", source=self.guide, color="black", line_dash="dashed", legend_label="∝ t^(−1/3)")
+        for fig in (self.rmse, self.energy, self.drift, self.loglog):
+            fig.legend.label_text_font_size = "8pt"
+            fig.legend.click_policy = "hide"
+            fig.add_layout(fig.legend[0], "right")  # beside the plot: never over the newest points
+
+    @staticmethod
+    def _fig(title, hover, log=False):
+        kw = dict(x_axis_type="log", y_axis_type="log") if log else {}
+        fig = figure(title=title, width=560, height=230, tools=[hover, "pan,wheel_zoom,reset,save"], **kw)
+        fig.xaxis.axis_label = "t"
+        return fig
+
+    def clear(self):
+        self.source.data = {k: [] for k in self.KEYS}
+        self.guide.data = {"time": [], "guide": []}
+
+    def add(self, frames):
+        rows = [f.metrics for f in frames]
+        self.source.stream({k: [r.get(k, np.nan) for r in rows] for k in self.KEYS})
+        t = self.source.data["time"]
+        f = self.source.data["reference_energy_total"] if not np.isnan(rows[-1].get("reference_energy_total", np.nan)) \
+            else self.source.data["surrogate_energy_total"]
+        if len(t) >= 2 and t[0] > 0:
+            self.guide.data = {"time": [t[0], t[-1]], "guide": [f[0], f[0] * (t[-1] / t[0]) ** (-1 / 3)]}
+
+    def _layout(self):
+        return pn.GridBox(self.rmse, self.energy, self.drift, self.loglog, ncols=2)
+
+
+class CutawayView(View):
+    """Server-rendered PNGs of the φ ≥ 0.5 cutaway, surrogate and reference side by side (3D)."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = {k: pn.pane.PNG(None, width=380, height=340) for k in ("surrogate", "reference")}
+        self._renderers = {}
+        self.interactive = pn.Column()
+
+    def show_interactive(self, frame):
+        """A rotatable/zoomable vtk.js view of the surrogate's cutaway (built on request, when paused)."""
+        from ..render3d import CutawayRenderer
+
+        renderer = CutawayRenderer(window_size=(600, 500), title="surrogate")
+        renderer.draw(frame.surrogate, f"t = {frame.time:g}")
+        self.interactive[:] = [pn.pane.VTK(renderer.plotter.ren_win, width=600, height=500)]
+
+    def render(self, frame) -> dict:
+        """PNG bytes of each engine's cutaway (heavy: call it off the event loop)."""
+        from ..render3d import CutawayRenderer
+
+        pngs = {}
+        for key, field in (("surrogate", frame.surrogate), ("reference", frame.reference)):
+            if field is None:
+                continue
+            # one off-screen plotter per thread: an OpenGL context must stay on the thread that made it
+            slot = (key, threading.get_ident())
+            if slot not in self._renderers:
+                self._renderers[slot] = CutawayRenderer(window_size=(380, 340), title=key)
+            buf = io.BytesIO()
+            iio.imwrite(buf, self._renderers[slot].render(field, f"t = {frame.time:g}"), extension=".png")
+            pngs[key] = buf.getvalue()
+        return pngs
+
+    def show(self, pngs: dict) -> None:
+        """Put rendered PNGs on the page (call it on the session's event loop)."""
+        for key, pane in self.images.items():
+            pane.object = pngs.get(key)
+
+    def update(self, frame):
+        self.show(self.render(frame))
+
+    def _layout(self):
+        return pn.Column(pn.Row(*self.images.values()), self.interactive)
+
+
+class ExportView(View):
+    """Snapshot, movie, HDF5 and .vti downloads, written only into this tab's export folder."""
+
+    def __init__(self, live: LiveRun, doc, style):
+        super().__init__()
+        self.live, self.doc, self.style = live, doc, style
+        self.job = ExportJob()
+        self.snapshot = pn.widgets.FileDownload(callback=self._quick("png"), filename="crane_viz_snapshot.png",
+                                                label="Snapshot (PNG)", color="primary", width=150)
+        self.data = pn.widgets.FileDownload(callback=self._quick("h5"), filename="crane_viz_run.h5",
+                                            label="Data (HDF5)", width=150)
+        self.vti = pn.widgets.FileDownload(callback=self._quick("vti"), filename="crane_viz_frame.vti",
+                                           label="Frame (.vti, ParaView)", width=180)
+        self.fmt = pn.widgets.RadioButtonGroup(options=["mp4", "gif"], value="mp4", width=110)
+        self.source = pn.widgets.Select(options=["run so far", "new run"], value="run so far", width=130)
+        self.frames = pn.widgets.IntInput(label="new run frames", value=100, start=2, end=2000, width=120)
+        self.fps = pn.widgets.IntInput(label="fps", value=12, start=1, end=60, width=70)
+        self.make = pn.widgets.Button(label="Make movie", color="success", width=120)
+        self.stop = pn.widgets.Button(label="Cancel", width=80, disabled=True)
+        self.progress = pn.indicators.Progress(value=0, max=100, width=240, visible=False)
+        self.message = pn.pane.Markdown("", margin=(0, 10))
+        self.result = pn.widgets.FileDownload(label="Download movie", color="success", visible=False,
+                                              width=200)
+        self.make.on_click(self._start)
+        self.stop.on_click(lambda _: self.job.cancel())
+        self.frames.visible = False  # only a new run needs a length
+        self.source.param.watch(lambda e: setattr(self.frames, "visible", e.new == "new run"), "value")
+
+    def _quick(self, fmt):
+        def write():
+            traj = self.live.recorder.trajectory()
+            index = traj.frames - 1
+            stem = f"crane_viz_{self.live.settings.model}_frame{index}"
+            return str(self.job.write(traj, stem, fmt, style=self.style(), frame=-1))
+        return write
+
+    def _start(self, _):
+        fmt, style, fps = self.fmt.value, self.style(), self.fps.value
+        if self.source.value == "new run":
+            n, attrs = self.frames.value, self.live.export_attrs()
+            session = self.live.build_session()
+            make = lambda progress, cancel: record_run(session, n, attrs, progress=progress, cancel=cancel)
+        else:
+            traj = self.live.recorder.trajectory()
+            make = lambda progress, cancel: traj
+        stem = f"crane_viz_{self.live.settings.model}_movie"
+        started = self.job.start(make, stem, fmt, style=style, fps=fps,
+                                 on_progress=self._on_progress, on_done=self._on_done)
+        if started:
+            self.make.disabled, self.stop.disabled = True, False
+            self.result.visible, self.progress.visible, self.progress.value = False, True, 0
+            self.message.object = "preparing…"
+
+    def _on_progress(self, done, total, stage):
+        def show():
+            self.progress.value = int(100 * done / max(total, 1))
+            self.message.object = f"{stage} {done}/{total}"
+        later(self.doc, show)
+
+    def _on_done(self, path, error):
+        def show():
+            self.make.disabled, self.stop.disabled, self.progress.visible = False, True, False
+            if error:
+                self.message.object = f"⚠ {gui_wording(error)}"
+                return
+            self.message.object = f"ready: {path.name} ({path.stat().st_size / 1e6:.1f} MB)"
+            self.result.filename, self.result.file, self.result.visible = path.name, str(path), True
+        later(self.doc, show)
+
+    def _layout(self):
+        return pn.Column(
+            pn.pane.Markdown("**Export** — snapshots and movies use the view shown above "
+                             "(2D maps, 3D slice, or the 3D cutaway tab)", margin=(0, 10)),
+            pn.Row(self.snapshot, self.data, self.vti),
+            pn.Row(self.fmt, self.source, self.frames, self.fps),
+            pn.Row(self.make, self.stop, self.progress, self.message),
+            self.result)

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_app.py [--seconds 15]
 
-Serves apps/explorer.py, opens a page per case, presses Play, and counts the frame numbers the
+Serves the explorer (crane_viz.app), opens a page per case, presses Play, and counts the frame numbers the
 page shows over `--seconds` of wall time: 2D 128² surrogate alone, 2D 128² with the spectral
 reference, and 3D 64³ (with the FD reference on the full grid when the model is half-resolution).
 """
@@ -10,15 +10,11 @@ reference, and 3D 64³ (with the FD reference on the full grid when the model is
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import socket
-import sys
 import time
-from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--enable-unsafe-swiftshader"]
@@ -26,15 +22,16 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 def serve():
     import panel as pn
+    import torch
 
-    spec = importlib.util.spec_from_file_location("explorer", ROOT / "apps" / "explorer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["explorer"] = module
-    spec.loader.exec_module(module)
+    from crane_viz.app.explorer import create_app
+    from crane_viz.live import APP_THREADS
+
+    torch.set_num_threads(APP_THREADS)  # as the served app does
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = pn.serve({"explorer": module.create_app}, port=port, address="127.0.0.1", threaded=True,
+    server = pn.serve({"explorer": create_app}, port=port, address="127.0.0.1", threaded=True,
                       show=False, websocket_origin=f"127.0.0.1:{port}")
     time.sleep(2)
     return server, f"http://127.0.0.1:{port}/explorer"

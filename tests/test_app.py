@@ -342,3 +342,19 @@ def _watch_and_cancel(page):
     page.screenshot(path=str(ARTIFACTS / "explorer-training.png"))
     page.click("button:text-is('Cancel training')")
     page.wait_for_selector("text=/browser-job · cancelled · epoch/", timeout=60_000)
+
+
+def test_sidebar_numbers_read_as_set_and_eta_only_for_eta_models(browser, server):
+    """A 10⁻³ noise amplitude reads "0.001" (not "0"), the seed is a number box (not a slider over
+    0–4.3·10⁹), and the η slider is shown only for models with an η channel (#16 item 14)."""
+    page, _ = open_page(browser, server + "?amplitude=0.001&seed=123456789")
+    page.wait_for_selector("text=/Amplitude: 0\\.001/", timeout=20_000)
+    values = page.locator("input.bk-input").evaluate_all("els => els.map(e => e.value)")
+    assert any(v.replace(",", "") == "123456789" for v in values), values
+    assert page.locator(".noUi-handle[aria-valuemax='4294967295']").count() == 0
+    assert page.locator("text=/Eta percent/").first.is_visible()
+    page.close()
+    page, _ = open_page(browser, server + "?model=untrained+small-3d&size=32&reference=none")
+    page.wait_for_timeout(1500)
+    assert not page.locator("text=/Eta percent/").first.is_visible()
+    page.close()

@@ -1,0 +1,38 @@
+"""The explorer's views as Bokeh/Panel objects (no server): what a teacher sees on the plots and
+in messages (#16 item 14), checked on the models the browser draws."""
+
+import pytest
+
+pytest.importorskip("panel")
+
+from bokeh.models import ColorBar, Legend  # noqa: E402
+
+from crane_viz.app.views import MapsView, PlotsView  # noqa: E402
+from crane_viz.live import gui_wording  # noqa: E402
+
+
+def test_maps_carry_colour_bars_for_phi_and_its_difference():
+    maps = MapsView(on_paint=lambda x, y: None)
+    bars = {key: [m for m in fig.right if isinstance(m, ColorBar)] for key, fig in maps.figures.items()}
+    assert len(bars["reference"]) == 1 and len(bars["difference"]) == 1
+    assert not bars["surrogate"]  # surrogate and reference share one φ scale: one bar for both
+    phi, diff = bars["reference"][0].color_mapper, bars["difference"][0].color_mapper
+    assert (phi.low, phi.high) == (0.0, 1.0)
+    assert maps.figures["surrogate"].renderers[0].glyph.color_mapper is phi
+    assert diff is not phi
+
+
+def test_metric_legends_sit_beside_the_plots_not_over_the_newest_points():
+    plots = PlotsView()
+    for fig in (plots.rmse, plots.energy, plots.drift, plots.loglog):
+        assert any(isinstance(m, Legend) for m in fig.right), fig.title.text
+        assert not any(isinstance(m, Legend) for m in fig.center), fig.title.text
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("--cells must be an integer in [1, 64], not 0", "cells must be an integer in [1, 64], not 0"),
+    ("--mean-min (0.6) must not exceed --mean-max (0.4)", "mean min (0.6) must not exceed mean max (0.4)"),
+    ("φ − ⟨φ⟩ stays below 1e-3", "φ − ⟨φ⟩ stays below 1e-3"),  # a minus sign is not a flag
+])
+def test_gui_messages_name_settings_not_command_line_flags(message, shown):
+    assert gui_wording(message) == shown

@@ -19,3 +19,8 @@ class DatasetError(CraneVizError):
 
 class TrainingDiverged(CraneVizError):
     """The training loss became NaN or infinite; the last finished epoch stays on disk."""
+
+
+class Cancelled(CraneVizError):
+    """The user cancelled long work (an export, a sweep, a training job); the message says what
+    was kept: nothing half-written is ever left behind."""

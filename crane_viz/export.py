@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import torch
 
-from .errors import CraneVizError, InputError
+from .errors import Cancelled, CraneVizError, InputError
 from .io import TrajectoryWriter, atomic_path, provenance, write_attrs
 from .render import colorize, field_slice
 from .surrogate import downsample
@@ -28,10 +28,6 @@ FORMATS = ("mp4", "gif", "png", "vti", "h5")
 VIEWS = ("slice", "cutaway")
 PHI_CMAP, DIFF_CMAP, DIFF_MAX = "viridis", "magma", 0.5  # the explorer's colour scales
 PANELS = ("surrogate", "reference")
-
-
-class Cancelled(CraneVizError):
-    """An export was cancelled; nothing was written."""
 
 
 @dataclass

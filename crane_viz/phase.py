@@ -28,7 +28,7 @@ from . import metrics
 from .checkpoint import load_checkpoint
 from .engines import make_solver
 from .engines.base import advance, diverged
-from .errors import CraneVizError, InputError
+from .errors import Cancelled, InputError
 from .initial import as_batch, perlin_field
 from .io import atomic_path, provenance
 from .jobs import BackgroundJob
@@ -38,10 +38,6 @@ from .surrogate import SurrogateEngine
 BASE = ["index", "mean", "eta", "amplitude", "seed"]
 SURROGATE = ["surrogate_separated", "surrogate_spread"]
 REFERENCE = ["reference_separated", "reference_spread"]
-
-
-class Cancelled(CraneVizError):
-    """The sweep was cancelled; finished points are kept in the .part file."""
 
 
 @dataclass(frozen=True)

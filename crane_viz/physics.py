@@ -52,22 +52,9 @@ def per_batch(value, like: torch.Tensor, dim: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- finite differences
 
-def laplacian_fd(phi: torch.Tensor, dim: int) -> torch.Tensor:
-    """Periodic (2d+1)-point Laplacian: 5-point in 2D, 7-point in 3D."""
-    out = -2 * dim * phi
-    for ax in spatial_dims(dim):
-        out = out + torch.roll(phi, 1, ax) + torch.roll(phi, -1, ax)
-    return out
-
-
 def grad_sq_fd(phi: torch.Tensor, dim: int) -> torch.Tensor:
     """|∇φ|² from forward differences, the form whose variation is the FD Laplacian."""
     return sum((torch.roll(phi, -1, ax) - phi) ** 2 for ax in spatial_dims(dim))
-
-
-def grad_central(phi: torch.Tensor, dim: int) -> list[torch.Tensor]:
-    """Periodic central-difference gradient, one tensor per spatial axis."""
-    return [(torch.roll(phi, -1, ax) - torch.roll(phi, 1, ax)) / 2 for ax in spatial_dims(dim)]
 
 
 # --------------------------------------------------------------------------- spectral operators
@@ -177,22 +164,6 @@ def elastic_energy_mean(phi: torch.Tensor, misfit, preset: Preset, dim: int) -> 
     phi_hat = torch.fft.rfftn(phi, dim=spatial_dims(dim))
     eta = torch.as_tensor(misfit, dtype=phi.dtype, device=phi.device)
     return 0.5 * eta**2 * spectral_mean_square(phi_hat, grid, dim, trb)
-
-
-def chemical_potential(phi: torch.Tensor, preset: Preset, misfit=0.0, *,
-                       gradient: str = "spectral") -> torch.Tensor:
-    """μ = w'(φ) − ε∇²φ + μ_el with a spectral or FD Laplacian."""
-    dim = preset.dim
-    if gradient == "fd":
-        lap = laplacian_fd(phi, dim)
-    else:
-        grid = spectral_grid(tuple(phi.shape[-dim:]), phi.dtype, phi.device)
-        lap = torch.fft.irfftn(-grid.q2 * torch.fft.rfftn(phi, dim=spatial_dims(dim)),
-                               s=tuple(phi.shape[-dim:]), dim=spatial_dims(dim))
-    mu = dw(phi, preset.interface_width) - preset.interface_width * lap
-    if _any_misfit(misfit):
-        mu = mu + elastic_potential(phi, misfit, preset, dim)
-    return mu
 
 
 def _any_misfit(misfit) -> bool:

@@ -40,7 +40,7 @@ import torch
 
 from .checkpoint import CARD, list_checkpoints, load_checkpoint, resolve
 from .dataset import DatasetSpec, generate, simulate_batch
-from .errors import CraneVizError, DatasetError, InputError
+from .errors import Cancelled, CraneVizError, DatasetError, InputError
 from .io import atomic_path, project_root
 from .model import CRNN, REGISTRY, get_config
 from .presets import PRESETS, get_preset
@@ -511,10 +511,6 @@ class Project:
 
 # ---------------------------------------------------------------- the job process
 
-class Cancelled(Exception):
-    """SIGTERM/SIGINT arrived outside the training loop (which handles them itself)."""
-
-
 def run_job(folder: str | Path, resume: bool = False) -> int:
     """The job process: generate the dataset if needed, train, publish the checkpoint.
 
@@ -535,10 +531,10 @@ def run_job(folder: str | Path, resume: bool = False) -> int:
         if not data.is_file():
             _generate(settings, data, report, stop)
         if stop.is_set():
-            raise Cancelled
+            raise Cancelled("cancelled; resume continues from the last finished epoch")
         record = _train(job, settings, data, report, resume)
         if record.get("interrupted") or stop.is_set():
-            raise Cancelled
+            raise Cancelled("cancelled; resume continues from the last finished epoch")
         report.update(phase="publishing")
         target = publish(job, settings, Project(job.folder.parents[1]).checkpoints)
         report.update(state="finished", phase="done", checkpoint=str(target), finished=_now())
@@ -567,7 +563,7 @@ def _generate(settings: TrainJobSettings, data: Path, report: Reporter, stop: th
         report.update(force=done == total, generated=done, sequences=total,
                       eta_s=elapsed / done * (total - done) if done else None)
         if stop.is_set():
-            raise Cancelled
+            raise Cancelled("cancelled; resume continues from the last finished epoch")
     generate(spec, data, progress=progress, device=resolve_device("auto"))
     report.update(generate_s=time.monotonic() - started)
     print(f"dataset {data}: {spec.sequences} sequences × {spec.frames} frames of {spec.size}", flush=True)

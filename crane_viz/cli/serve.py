@@ -28,7 +28,11 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     if not 1024 <= args.port <= 65535:
         raise InputError(f"--port must lie in [1024, 65535], not {args.port}")
-    from ..app.server import serve  # Panel is imported only when the app runs
+    try:
+        from ..app.server import serve  # Panel is imported only when the app runs
+    except ImportError as exc:
+        raise InputError(f"the explorer needs the app extra ({exc.name} is not installed): "
+                         "pip install -e \".[app]\"") from None
 
     where = "every network interface (classroom)" if args.classroom else "this machine only"
     print(f"crane_viz explorer on http://{'<this machine>' if args.classroom else '127.0.0.1'}:{args.port}/explorer "

@@ -25,7 +25,7 @@ from .errors import DatasetError, InputError
 from .initial import as_batch, perlin_field
 from .io import check_output_path, provenance
 from .presets import get_preset
-from .settings import MAX_MISFIT, MAX_SEED, check_grid
+from .settings import MAX_MISFIT, MAX_SEED, check_grid, check_spec, spec_field
 
 
 @dataclass(frozen=True)
@@ -33,22 +33,21 @@ class DatasetSpec:
     """What to generate. Sequence i uses seed `seed + i`, so held-out sets take a disjoint base."""
 
     preset: str = "coherent-2d"
-    sequences: int = 64  # number of trajectories
-    frames: int = 20  # stored frames per trajectory, the initial one included
-    size: int = 32  # grid points per side
+    sequences: int = spec_field(64, "Trajectories to generate.", (1, 1_000_000))
+    frames: int = spec_field(20, "Stored frames per trajectory, the initial one included.", (2, 100_000))
+    size: int = spec_field(32, "Grid points per side.", (8, 8192))
     solver: str | None = None  # default: the preset's
-    batch: int = 16  # trajectories integrated together in one tensor
-    seed: int = 0  # base seed
+    batch: int = spec_field(16, "Trajectories integrated together in one tensor.", (1, 4096))
+    seed: int = spec_field(0, "Base seed; sequence i uses seed + i.", (0, MAX_SEED))
     amplitude_sigma: float = 0.1  # |N(0, σ)| Perlin amplitude (2D paper)
     mean_range: tuple[float, float] | None = None  # ⟨φ⟩ range (default: the preset's)
     misfit_range: tuple[float, float] | None = None  # η range as a fraction (default: the preset's)
 
     def __post_init__(self):
-        for key, low, high in (("sequences", 1, 1_000_000), ("frames", 2, 100_000), ("size", 8, 8192),
-                               ("batch", 1, 4096), ("seed", 0, MAX_SEED - self.sequences + 1)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise InputError(f"--{key} must be an integer in [{low}, {high}], not {value!r}")
+        check_spec(self)
+        if self.seed > MAX_SEED - self.sequences + 1:
+            raise InputError(f"--seed must be at most {MAX_SEED - self.sequences + 1} for {self.sequences} "
+                             f"sequences (each takes seed + i ≤ {MAX_SEED}), not {self.seed}")
         for key, flag in (("mean_range", "--mean-range"), ("misfit_range", "--eta-range")):
             value = getattr(self, key)
             if value is not None:

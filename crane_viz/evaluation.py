@@ -22,30 +22,26 @@ from .engines import make_solver
 from .engines.base import diverged, side_by_side
 from .errors import InputError
 from .initial import as_batch, perlin_field
+from .settings import MAX_SEED, check_spec, spec_field
 from .surrogate import SurrogateEngine, downsample
 
 
 @dataclass(frozen=True)
 class EvalSpec:
-    cases: int = 32  # held-out cases for MAE(t) and the interface measure
-    size: int = 64  # reference grid side
-    horizon: int = 40  # training horizon in frames (the model card says which)
-    extrapolate: int = 5  # evaluate up to extrapolate × horizon
-    ensemble: int = 16  # cases of the ensemble F/V(t) test (2D: ⟨φ⟩ = 0.5, η = 0.6 %)
-    phase_points: int = 64  # random (⟨φ⟩, η) points for phase classification (2D)
-    phase_frames: int = 100  # frames τ at which the phase is classified (2D paper: 100 τ)
-    batch: int = 16
-    seed: int = 1_000_000  # base seed, disjoint from training seeds
+    """What `evaluate` runs (the defaults: the quick protocol; PROTOCOLS holds the papers')."""
+
+    cases: int = spec_field(32, "Held-out cases for MAE(t) and the interface measure.", (1, 10_000))
+    size: int = spec_field(64, "Reference grid points per side.", (8, 1024))
+    horizon: int = spec_field(40, "Training horizon in frames (the model card says which).", (1, 100_000))
+    extrapolate: int = spec_field(5, "Evaluate up to this many horizons.", (1, 1000))
+    ensemble: int = spec_field(16, "Cases of the ensemble F/V(t) test (2D: ⟨φ⟩ = 0.5, η = 0.6 %).", (1, 10_000))
+    phase_points: int = spec_field(64, "Random (⟨φ⟩, η) points for phase classification (2D; 0: none).", (0, 100_000))
+    phase_frames: int = spec_field(100, "Frames τ at which the phase is classified (2D paper: 100 τ).", (1, 100_000))
+    batch: int = spec_field(16, "Cases integrated together in one tensor.", (1, 4096))
+    seed: int = spec_field(1_000_000, "Base seed of the held-out cases, disjoint from training seeds.", (0, MAX_SEED))
 
     def __post_init__(self):
-        low = {"cases": 1, "size": 8, "horizon": 1, "extrapolate": 1, "ensemble": 1,
-               "phase_points": 0, "phase_frames": 1, "batch": 1, "seed": 0}
-        for key, bound in low.items():
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < bound:
-                raise InputError(f"--{key.replace('_', '-')} must be an integer ≥ {bound}, not {value!r}")
-        if self.size > 1024:
-            raise InputError(f"--size must be ≤ 1024, not {self.size}")
+        check_spec(self)
 
 
 PROTOCOLS = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import field, fields
 
 import numpy as np
 import param
@@ -254,3 +255,28 @@ class SweepSettings(Settings):
 
     def describe(self) -> dict:
         return {k: v for k, v in self.param.values().items() if k != "name"}
+
+
+def spec_field(default, doc: str, bounds: tuple | None = None):
+    """A dataclass field with its doc and (integer) bounds declared once, for `check_spec` and
+    `spec_help` (the plain-dataclass specs: datasets, evaluations)."""
+    return field(default=default, metadata={"doc": doc, "bounds": bounds})
+
+
+def check_spec(spec) -> None:
+    """InputError naming the option for any field of `spec` outside its declared bounds."""
+    for f in fields(spec):
+        bounds, value = f.metadata.get("bounds"), getattr(spec, f.name)
+        if bounds is None:
+            continue
+        low, high = bounds
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise InputError(f"--{f.name.replace('_', '-')} must be an integer in [{low}, {high}], not {value!r}")
+
+
+def spec_help(f, default=None) -> str:
+    """--help text of a spec field: its doc, bounds and default."""
+    bounds = f.metadata.get("bounds")
+    text = f.metadata.get("doc", "") + (f" Range [{bounds[0]}, {bounds[1]}]." if bounds else "")
+    text += f" Default: {f.default if default is None else default}."
+    return text.replace("%", "%%")

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..evaluation import EvalSpec, evaluate, figures, protocol_spec
 from ..io import atomic_path, check_output_folder
 from ..modelcard import protocol_lines, write_card, write_protocol_section
-from ..settings import resolve_device
+from ..settings import resolve_device, spec_help
 
 
 def add_parser(sub) -> None:
@@ -40,10 +40,9 @@ def add_spec_options(p) -> None:
                    help="quick: 64² and a 40-frame horizon (the defaults below); paper: the papers' "
                         "protocol (2D 128², 100-τ horizon, to 500 τ; 3D 64³ against FD over 100 τ); "
                         "options given below override the protocol's values")
-    d = EvalSpec()
     for f in fields(EvalSpec):
         p.add_argument("--" + f.name.replace("_", "-"), type=int, default=None,
-                       help=f"quick protocol's default {getattr(d, f.name)}")
+                       help=spec_help(f, f"{f.default} (quick protocol)"))
 
 
 def spec_from_args(args, dim: int) -> tuple[EvalSpec, str]:

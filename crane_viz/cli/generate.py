@@ -9,23 +9,23 @@ from tqdm import tqdm
 
 from ..dataset import DatasetSpec, generate
 from ..presets import PRESETS
-from ..settings import resolve_device
+from ..settings import resolve_device, spec_help
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate a training/evaluation dataset", description=__doc__)
     d = DatasetSpec()
     p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset, help=f"physics preset (default {d.preset})")
-    p.add_argument("--sequences", type=int, default=d.sequences, help=f"trajectories (default {d.sequences})")
-    p.add_argument("--frames", type=int, default=d.frames, help=f"frames per trajectory, initial included (default {d.frames})")
-    p.add_argument("--size", type=int, default=d.size, help=f"grid points per side (default {d.size})")
+    spec = {f.name: f for f in fields(DatasetSpec)}
+    for key in ("sequences", "frames", "size"):
+        p.add_argument(f"--{key}", type=int, default=spec[key].default, help=spec_help(spec[key]))
     p.add_argument("--solver", choices=["spectral", "fd"], default=None, help="default: the preset's")
     p.add_argument("--mean-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="⟨φ⟩ range (default: the preset's; 3D draws a bell shape about its middle)")
     p.add_argument("--eta-range", dest="misfit_range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="η range as fractions, e.g. 0 0.012 (default: the preset's)")
-    p.add_argument("--batch", type=int, default=d.batch, help=f"trajectories integrated together (default {d.batch})")
-    p.add_argument("--seed", type=int, default=d.seed, help="base seed; sequence i uses seed + i")
+    for key in ("batch", "seed"):
+        p.add_argument(f"--{key}", type=int, default=spec[key].default, help=spec_help(spec[key]))
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--workers", type=int, default=1, help="processes integrating batches in parallel (CPU)")
     p.add_argument("--out", default="data.h5", help="output HDF5 file (default data.h5)")

@@ -30,3 +30,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if index >= torch.cuda.device_count():
             raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
     return torch.device(device)
+
+
+DEVICE_HELP = f"Where tensors live: {DEVICE_CHOICES}."
+
+
+def add_device_option(parser) -> None:
+    """The --device option, declared once for every command that computes."""
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP + " Default: auto.")

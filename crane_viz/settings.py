@@ -14,7 +14,7 @@ from dataclasses import field, fields
 import numpy as np
 import param
 
-from .device import resolve_device  # noqa: F401  (re-exported for the CLI)
+from .device import DEVICE_HELP, resolve_device  # noqa: F401  (resolve_device re-exported for the CLI)
 from .errors import InputError
 from .initial import cells_for_length, composition_gradient, load_field, perlin_field, slab, sphere
 from .presets import PRESETS, Preset, get_preset
@@ -114,23 +114,29 @@ class InitialConditionSettings(Settings):
             raise InputError(f"--cells must be at most the grid size {size}, not {self.cells}")
 
 
-class SimulationSettings(InitialConditionSettings):
+class EvolutionSettings(InitialConditionSettings):
+    """What every evolution run shares, declared once: grid, η, length and device."""
+
+    size = param.Integer(None, bounds=(8, 8192), allow_None=True,
+                         doc="Grid points per side (the reference's grid beside a surrogate; default: the "
+                             "preset's; 3D at most 256).")
+    eta = param.Number(None, bounds=(0.0, MAX_MISFIT), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
+                       doc="Elastic misfit η as a fraction (0.006 = 0.6 %), between 0 and 0.05 "
+                           "(default: the preset's).")
+    frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to run after the initial one.")
+    device = param.String(default="auto", doc=DEVICE_HELP)
+
+
+class SimulationSettings(EvolutionSettings):
     """One reference-solver run: preset physics, grid, solver, initial condition and length."""
 
     preset = param.Selector(default=None, objects=[None, *PRESETS], allow_None=True,
                             doc="Physics preset named after a paper's setting (default follows --dim).")
     dim = param.Integer(None, bounds=(2, 3), allow_None=True,
                         doc="Space dimension, 2 or 3 (default: the preset's).")
-    size = param.Integer(None, bounds=(8, 8192), allow_None=True,
-                         doc="Grid points per side (default: the preset's; 3D at most 256).")
     solver = param.Selector(default=None, objects=[None, "spectral", "fd"], allow_None=True,
                             doc="Reference solver: semi-implicit spectral or explicit finite differences "
                                 "(default: the preset's).")
-    eta = param.Number(None, bounds=(0.0, MAX_MISFIT), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
-                       doc="Elastic misfit η as a fraction (0.006 = 0.6 %), between 0 and 0.05 "
-                           "(default: the preset's).")
-    frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to simulate after the initial one.")
-    device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'.")
 
     # ---- resolved values: preset defaults fill whatever was left unset
     @property
@@ -187,20 +193,13 @@ def _plain(message: str) -> str:
     return message.rstrip(".")
 
 
-class RunSettings(InitialConditionSettings):
+class RunSettings(EvolutionSettings):
     """A surrogate run beside an optional reference: the physics come from the checkpoint."""
 
     checkpoint = param.String(default="coherent-2d",
                               doc="Shipped checkpoint name or path of a checkpoint folder.")
     reference = param.Selector(default="spectral", objects=["none", "spectral", "fd"],
                                doc="Reference solver run beside the surrogate, or none.")
-    size = param.Integer(None, bounds=(8, 8192), allow_None=True,
-                         doc="Grid points per side of the reference grid (default: the preset's).")
-    eta = param.Number(None, bounds=(0.0, MAX_MISFIT), softbounds=(0.0, PAPER_MAX_MISFIT), allow_None=True,
-                       doc="Elastic misfit η as a fraction (0.006 = 0.6 %), between 0 and 0.05 "
-                           "(default: the preset's).")
-    frames = param.Integer(100, bounds=(1, 100_000), doc="Frames τ to run after the initial one.")
-    device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'.")
 
     def check(self, preset: Preset, grid_scale: int, channels: int = 0) -> list[str]:
         """Checks against the checkpoint's preset and size (`channels` hidden channels); returns

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
+from ..device import add_device_option
 from ..errors import InputError
 from ..evaluation import EvalSpec, evaluate, figures, protocol_spec
 from ..io import atomic_path, check_output_folder
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out cases", description=__doc__)
     p.add_argument("checkpoint", help="checkpoint name or folder")
     add_spec_options(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.add_argument("--out", default="evaluation", help="folder for summary.json and PNG figures")
     p.add_argument("--overwrite", action="store_true", help="replace the summary and figures in --out")
     p.add_argument("--card", action="store_true",

@@ -8,6 +8,7 @@ from dataclasses import fields
 from tqdm import tqdm
 
 from ..dataset import DatasetSpec, generate
+from ..device import add_device_option
 from ..presets import PRESETS
 from ..settings import resolve_device, spec_help
 
@@ -26,7 +27,7 @@ def add_parser(sub) -> None:
                    help="η range as fractions, e.g. 0 0.012 (default: the preset's)")
     for key in ("batch", "seed"):
         p.add_argument(f"--{key}", type=int, default=spec[key].default, help=spec_help(spec[key]))
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    add_device_option(p)
     p.add_argument("--workers", type=int, default=1, help="processes integrating batches in parallel (CPU)")
     p.add_argument("--out", default="data.h5", help="output HDF5 file (default data.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

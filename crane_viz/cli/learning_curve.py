@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
+from ..device import add_device_option
 from ..errors import InputError
 from ..learning_curve import FIGURE, SUMMARY, learning_curve, snapshots
 from ..settings import resolve_device
@@ -19,7 +20,7 @@ def add_parser(sub) -> None:
     add_spec_options(p)
     p.add_argument("--every", type=int, default=1, help="evaluate every N-th snapshot (and the newest). "
                    "At least 1. Default: 1.")
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.set_defaults(func=main)
 
 

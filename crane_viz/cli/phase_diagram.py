@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..device import add_device_option
 from ..errors import InputError
 from ..io import check_output_path
 from ..phase import points_from_files, run_sweep
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--params", default=None, help="CSV with columns mean, eta (one row per --init-fields field)")
     p.add_argument("--dask", action="store_true", help="run the chunks on a local Dask cluster")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (implies --dask)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    add_device_option(p)
     p.add_argument("--out", default="phase.csv", help="output CSV (default: phase.csv)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=main)

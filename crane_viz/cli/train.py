@@ -6,6 +6,7 @@ import argparse
 
 from tqdm import tqdm
 
+from ..device import add_device_option
 from ..settings import resolve_device
 from ..training import TrainConfig, train
 from .common import add_param_options, given
@@ -17,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run folder (best/, train_state.pt, log.jsonl)")
     p.add_argument("--name", default="model", help="checkpoint name")
     add_param_options(p, TrainConfig)
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    add_device_option(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.set_defaults(func=main)
 

@@ -36,3 +36,23 @@ def test_metric_legends_sit_beside_the_plots_not_over_the_newest_points():
 ])
 def test_gui_messages_name_settings_not_command_line_flags(message, shown):
     assert gui_wording(message) == shown
+
+
+def test_a_diverged_sweep_point_is_drawn_as_diverged(tmp_path):
+    """A point whose surrogate blew up (NaN spread) is grey and labelled "diverged", not drawn as
+    homogeneous; a reference that disagrees outlines it in black (#16 item 9)."""
+    from crane_viz.app.phase_tab import PhaseView
+    from crane_viz.live import ExplorerSettings, LiveRun
+
+    live = LiveRun(ExplorerSettings(size=32), lambda *_: None, lambda *_: None)
+    view = PhaseView(live=live, doc=None, folder=tmp_path, open_case=lambda **_: None)
+    base = {"eta": 0.006, "seed": 0, "amplitude": 0.05}
+    view._add([{**base, "mean": 0.5, "surrogate_spread": float("nan"), "surrogate_separated": 0,
+                "reference_spread": 0.9, "reference_separated": 1},
+               {**base, "mean": 0.3, "surrogate_spread": 0.01, "surrogate_separated": 0,
+                "reference_spread": 0.01, "reference_separated": 0}])
+    live.close(timeout=5)
+    data = view.source.data
+    assert list(data["outcome"]) == ["diverged", "homogeneous"]
+    assert data["color"][0] == PhaseView.COLORS["diverged"] != PhaseView.COLORS["homogeneous"]
+    assert data["line"][0] == "black" and data["line"][1] == PhaseView.COLORS["homogeneous"]

@@ -31,6 +31,7 @@ class PhaseView(View):
         self.job = SweepJob(folder)
         self.line = ColumnDataSource({"mean": [], "eta": []})
         self.source = ColumnDataSource(self._empty())
+        self.rows = []  # the sweep's rows so far (clicks open them)
         fig = figure(title="(⟨φ⟩, η) phase diagram", width=620, height=480, x_range=(0, 1), y_range=(0, 1.6),
                      tools="tap,pan,wheel_zoom,reset,save", toolbar_location="above")
         fig.xaxis.axis_label, fig.yaxis.axis_label = "⟨φ⟩", "η (%)"

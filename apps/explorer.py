@@ -8,7 +8,7 @@ import panel as pn
 import torch
 
 from crane_viz.app.explorer import create_app
-from crane_viz.live import APP_THREADS
+from crane_viz.live.controller import APP_THREADS
 
 if pn.state.served:
     torch.set_num_threads(APP_THREADS)  # on purpose: sessions and jobs share the cores (#16)

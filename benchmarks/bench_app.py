@@ -25,7 +25,7 @@ def serve():
     import torch
 
     from crane_viz.app.explorer import create_app
-    from crane_viz.live import APP_THREADS
+    from crane_viz.live.controller import APP_THREADS
 
     torch.set_num_threads(APP_THREADS)  # as the served app does
     with socket.socket() as s:

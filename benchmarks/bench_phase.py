@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from crane_viz.phase import run_sweep
+from crane_viz.analysis.phase import run_sweep
 from crane_viz.settings import SweepSettings
 
 

@@ -16,9 +16,9 @@ import scipy.fft as sfft
 import torch
 
 from crane_viz.engines import FiniteDifferenceSolver, SpectralSolver
-from crane_viz.initial import perlin_field
-from crane_viz.physics import preset_elastic_kernel
-from crane_viz.presets import get_preset
+from crane_viz.physics.equations import preset_elastic_kernel
+from crane_viz.physics.initial import perlin_field
+from crane_viz.physics.presets import get_preset
 
 
 def numpy_spectral_frame(preset, misfit, steps, dt):

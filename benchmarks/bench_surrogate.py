@@ -21,9 +21,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from crane_viz.engines import FiniteDifferenceSolver, SpectralSolver
-from crane_viz.initial import perlin_field
-from crane_viz.model import CRNN, get_config
-from crane_viz.presets import get_preset
+from crane_viz.nn.model import CRNN, get_config
+from crane_viz.physics.initial import perlin_field
+from crane_viz.physics.presets import get_preset
 
 MODES_MAX_SIDE = {2: 128, 3: 32}  # the variant sweep (compiles included) stays within a few minutes
 

@@ -21,23 +21,23 @@ __version__ = "0.1.0"
 
 _API = {
     # physics settings and initial fields
-    "PRESETS": "presets", "get_preset": "presets",
-    "perlin_field": "initial", "as_batch": "initial", "load_field": "initial",
+    "PRESETS": "physics.presets", "get_preset": "physics.presets",
+    "perlin_field": "physics.initial", "as_batch": "physics.initial", "load_field": "physics.initial",
     # engines: one interface, one frame loop, one divergence rule
     "make_solver": "engines", "Engine": "engines.base", "State": "engines.base", "states": "engines.base",
     "rollout": "engines.base", "advance": "engines.base", "side_by_side": "engines.base",
     "diverged": "engines.base",
     # the surrogate
-    "CRNN": "model", "get_config": "model", "load_checkpoint": "checkpoint",
-    "list_checkpoints": "checkpoint", "SurrogateEngine": "surrogate",
+    "CRNN": "nn.model", "get_config": "nn.model", "load_checkpoint": "nn.checkpoint",
+    "list_checkpoints": "nn.checkpoint", "SurrogateEngine": "engines.surrogate",
     # data, training, judging
-    "DatasetSpec": "dataset", "generate": "dataset", "load_dataset": "dataset",
-    "TrainConfig": "training", "train": "training",
-    "EvalSpec": "evaluation", "protocol_spec": "evaluation", "evaluate": "evaluation",
+    "DatasetSpec": "training.dataset", "generate": "training.dataset", "load_dataset": "training.dataset",
+    "TrainConfig": "training.loop", "train": "training.loop",
+    "EvalSpec": "analysis.evaluation", "protocol_spec": "analysis.evaluation", "evaluate": "analysis.evaluation",
     # the surrogate beside a reference, frame by frame (what the explorer shows)
-    "Session": "session",
-    # modules
-    "metrics": None, "physics": None,
+    "Session": "live.session",
+    # modules: the measures, and the equations (w, μ, energies, trB)
+    "metrics": "analysis.metrics", "equations": "physics.equations",
 }
 __all__ = sorted(_API)
 
@@ -45,7 +45,7 @@ __all__ = sorted(_API)
 def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'crane_viz' has no attribute {name!r}")
-    module = import_module(f".{_API[name] or name}", __name__)
-    value = module if _API[name] is None else getattr(module, name)
+    module = import_module(f".{_API[name]}", __name__)
+    value = module if _API[name].endswith(f".{name}") else getattr(module, name)
     globals()[name] = value
     return value

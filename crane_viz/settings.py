@@ -16,8 +16,8 @@ import param
 
 from .device import DEVICE_HELP, resolve_device  # noqa: F401  (resolve_device re-exported for the CLI)
 from .errors import InputError
-from .initial import cells_for_length, composition_gradient, load_field, perlin_field, slab, sphere
-from .presets import PRESETS, Preset, get_preset
+from .physics.initial import cells_for_length, composition_gradient, load_field, perlin_field, slab, sphere
+from .physics.presets import PRESETS, Preset, get_preset
 
 MAX_SIZE_3D = 256  # 3D grids above 256³ are refused: hours per frame on CPU, GBs per field
 PAPER_MAX_MISFIT = 0.012  # the 2D paper's largest η; larger values are accepted with a warning

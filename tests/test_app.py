@@ -35,9 +35,9 @@ def server(tmp_path_factory):
     import panel as pn
     import torch
 
-    from crane_viz.checkpoint import save_checkpoint
-    from crane_viz.model import CRNN, get_config
-    from crane_viz.presets import get_preset
+    from crane_viz.nn.checkpoint import save_checkpoint
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.physics.presets import get_preset
 
     # an untrained η-conditioned checkpoint named "tiny" beside the shipped ones: it makes the
     # phase-diagram sweep quick and does not depend on what is shipped
@@ -283,7 +283,7 @@ def test_training_tab_starts_a_job_plots_its_loss_and_cancels(browser, server):
     try:
         _watch_and_cancel(page)
     finally:  # never leave a job running past the test
-        from crane_viz.trainjob import Project
+        from crane_viz.training.jobs import Project
 
         for job in Project().jobs():
             Project().cancel(job.id)

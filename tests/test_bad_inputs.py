@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from crane_viz.checkpoint import save_checkpoint
 from crane_viz.cli import main
-from crane_viz.dataset import DatasetSpec, generate
-from crane_viz.model import CRNN, get_config
-from crane_viz.presets import get_preset
+from crane_viz.nn.checkpoint import save_checkpoint
+from crane_viz.nn.model import CRNN, get_config
+from crane_viz.physics.presets import get_preset
+from crane_viz.training.dataset import DatasetSpec, generate
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import crane_viz
-from crane_viz.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from crane_viz.errors import CheckpointError
-from crane_viz.model import CRNN, get_config
-from crane_viz.presets import get_preset
+from crane_viz.nn.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from crane_viz.nn.model import CRNN, get_config
+from crane_viz.physics.presets import get_preset
 
 P2 = get_preset("coherent-2d")
 TRAINING = {"mean_range": [0.2, 0.8], "misfit_range": [0.0, 0.012], "grid": 16}

@@ -11,8 +11,8 @@ from test_session import P2, field, tiny_surrogate
 
 from crane_viz.cli import main
 from crane_viz.engines import SpectralSolver
-from crane_viz.export import Cancelled, FrameStyle, Recorder, Trajectory, export, load_trajectory, write_movie
-from crane_viz.session import Session
+from crane_viz.io.export import Cancelled, FrameStyle, Recorder, Trajectory, export, load_trajectory, write_movie
+from crane_viz.live.session import Session
 
 FRAMES = 6
 

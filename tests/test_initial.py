@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crane_viz.errors import InputError
-from crane_viz.initial import (
+from crane_viz.physics.initial import (
     cells_for_length,
     composition_gradient,
     load_field,

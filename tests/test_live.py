@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crane_viz.errors import InputError
-from crane_viz.live import ExplorerSettings, LiveRun
+from crane_viz.live.controller import ExplorerSettings, LiveRun
 
 
 def make(**kw):
@@ -72,8 +72,8 @@ def test_recording_and_background_export(tmp_path):
     """Live frames are recorded; a movie of a new run is made in the background, one at a time."""
     import threading
 
-    from crane_viz.export import load_trajectory
-    from crane_viz.live import ExportJob, record_run
+    from crane_viz.io.export import load_trajectory
+    from crane_viz.live.controller import ExportJob, record_run
 
     live, _ = make()
     for _ in range(3):
@@ -113,7 +113,7 @@ def test_unexpected_failures_are_reported_and_logged(caplog):
     """A MemoryError in a background job or in the live loop reaches the user and the log (#16)."""
     import threading
 
-    from crane_viz.jobs import BackgroundJob
+    from crane_viz.live.background import BackgroundJob
 
     done = []
     job = BackgroundJob()
@@ -158,7 +158,7 @@ def test_a_3d_size_beyond_the_cap_is_said_not_silently_shrunk():
 
 def test_frame_times_are_rolling_medians():
     """One slow frame does not swing the status line's timings (#16 item 4)."""
-    from crane_viz.live import FrameTimes
+    from crane_viz.live.controller import FrameTimes
 
     times = FrameTimes(window=5)
     for ms in (10, 11, 12, 900, 10):

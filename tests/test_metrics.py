@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from crane_viz import metrics
-from crane_viz.presets import get_preset
+from crane_viz.analysis import metrics
+from crane_viz.physics.presets import get_preset
 
 P2 = get_preset("coherent-2d")
 

@@ -5,10 +5,10 @@ import torch
 
 from crane_viz.engines import SpectralSolver, rollout
 from crane_viz.engines.fd import periodic_laplacian
-from crane_viz.initial import perlin_field
-from crane_viz.model import CRNN, REGISTRY, CRNNConfig, PhysicsUpdate, count_parameters, get_config
-from crane_viz.presets import get_preset
-from crane_viz.surrogate import SurrogateEngine, downsample, upsample
+from crane_viz.engines.surrogate import SurrogateEngine, downsample, upsample
+from crane_viz.nn.model import CRNN, REGISTRY, CRNNConfig, PhysicsUpdate, count_parameters, get_config
+from crane_viz.physics.initial import perlin_field
+from crane_viz.physics.presets import get_preset
 
 P2 = get_preset("coherent-2d")
 

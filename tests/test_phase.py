@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from crane_viz.checkpoint import save_checkpoint
+from crane_viz.analysis.phase import Cancelled, run_sweep, sample_points
 from crane_viz.cli import main
 from crane_viz.errors import InputError
-from crane_viz.initial import perlin_field
-from crane_viz.model import CRNN, get_config
-from crane_viz.phase import Cancelled, run_sweep, sample_points
-from crane_viz.physics import spinodal_misfit
-from crane_viz.presets import get_preset
+from crane_viz.nn.checkpoint import save_checkpoint
+from crane_viz.nn.model import CRNN, get_config
+from crane_viz.physics.equations import spinodal_misfit
+from crane_viz.physics.initial import perlin_field
+from crane_viz.physics.presets import get_preset
 from crane_viz.settings import SweepSettings
 
 P2 = get_preset("coherent-2d")
@@ -146,7 +146,7 @@ def test_points_and_bad_input(tmp_path, capsys):
 
 def test_a_diverging_surrogate_is_reported_as_diverged(tmp_path):
     """Points whose surrogate blows up are 'diverged' (not homogeneous) and never agree."""
-    from crane_viz.phase import outcome
+    from crane_viz.analysis.phase import outcome
 
     model = CRNN(get_config("tiny-2d"))
     gen = torch.Generator().manual_seed(0)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from crane_viz.engines import FiniteDifferenceSolver, SpectralSolver, rollout
-from crane_viz.initial import as_batch, perlin_field
-from crane_viz.physics import SPINODAL_HIGH, SPINODAL_LOW, d2w, dw, free_energy, min_tr_b, spinodal_misfit, tr_b, w
-from crane_viz.presets import PRESETS, get_preset
+from crane_viz.physics.equations import SPINODAL_HIGH, SPINODAL_LOW, d2w, dw, free_energy, min_tr_b, spinodal_misfit, tr_b, w
+from crane_viz.physics.initial import as_batch, perlin_field
+from crane_viz.physics.presets import PRESETS, get_preset
 
 COHERENT = get_preset("coherent-2d")
 C = dict(c11=3.0e4, c12=1.5e4, c44=3.0e4)
@@ -166,7 +166,7 @@ def test_fd_and_spectral_trajectories_agree_on_smooth_field():
 
 def test_elastic_energy_matches_real_space_sum():
     """⟨ρ⟩ by Parseval on the rfft half-spectrum equals ½⟨θ μ_el⟩ computed in real space."""
-    from crane_viz.physics import elastic_energy_mean, elastic_potential
+    from crane_viz.physics.equations import elastic_energy_mean, elastic_potential
 
     phi = perlin_batch(32, 2)
     eta = 0.01

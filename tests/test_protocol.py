@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from crane_viz import metrics
-from crane_viz.checkpoint import load_checkpoint, save_checkpoint
+from crane_viz.analysis import metrics
+from crane_viz.analysis.evaluation import largest_energy_rise, linear_response, protocol_spec
 from crane_viz.cli import main
 from crane_viz.errors import InputError
-from crane_viz.evaluation import largest_energy_rise, linear_response, protocol_spec
-from crane_viz.model import CRNN, get_config
-from crane_viz.physics import d2w, tr_b
-from crane_viz.presets import get_preset
+from crane_viz.nn.checkpoint import load_checkpoint, save_checkpoint
+from crane_viz.nn.model import CRNN, get_config
+from crane_viz.physics.equations import d2w, tr_b
+from crane_viz.physics.presets import get_preset
 
 
 def stripes(size: int, wave: tuple[int, int], amplitude: float = 0.4) -> torch.Tensor:
@@ -91,8 +91,8 @@ def test_evaluate_paper_protocol_cli_on_tiny_settings(tmp_path, capsys):
     existing output needs --overwrite (refused before any work)."""
     import shutil
 
-    from crane_viz.checkpoint import REPO_CHECKPOINTS
-    from crane_viz.modelcard import PROTOCOL_HEADING, write_protocol_section
+    from crane_viz.analysis.modelcard import PROTOCOL_HEADING, write_protocol_section
+    from crane_viz.nn.checkpoint import REPO_CHECKPOINTS
 
     shutil.copytree(REPO_CHECKPOINTS / "coherent-2d", tmp_path / "ck")
     before = (tmp_path / "ck" / "MODEL_CARD.md").read_text().split(PROTOCOL_HEADING)[0].rstrip("\n")
@@ -121,8 +121,8 @@ def test_evaluate_paper_protocol_cli_on_tiny_settings(tmp_path, capsys):
 
 def test_learning_curve_evaluates_each_snapshot_once(tmp_path, capsys):
     """Two epoch snapshots give two rows with their training hours; a second call reuses them."""
-    from crane_viz.dataset import DatasetSpec, generate
-    from crane_viz.training import TrainConfig, train
+    from crane_viz.training.dataset import DatasetSpec, generate
+    from crane_viz.training.loop import TrainConfig, train
 
     data = generate(DatasetSpec(sequences=4, frames=4, size=16, batch=4, seed=3), tmp_path / "d.h5")
     train(data, tmp_path / "run", TrainConfig(model="tiny-2d", epochs=2, batch=2, snapshot_every=1))

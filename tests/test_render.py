@@ -3,9 +3,9 @@
 import imageio.v3 as iio
 import numpy as np
 
-from crane_viz.initial import perlin_field, sphere
-from crane_viz.render import colorize, save_png
-from crane_viz.render3d import cutaway_meshes, render_cutaway
+from crane_viz.io.render import colorize, save_png
+from crane_viz.io.render3d import cutaway_meshes, render_cutaway
+from crane_viz.physics.initial import perlin_field, sphere
 
 
 def test_colorize_and_png(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crane_viz.live import may_train
+from crane_viz.live.controller import may_train
 
 
 def test_who_may_train():

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from crane_viz import metrics
-from crane_viz.checkpoint import save_checkpoint
+from crane_viz.analysis import metrics
 from crane_viz.cli import main
 from crane_viz.engines import SpectralSolver
 from crane_viz.engines.base import State
-from crane_viz.initial import perlin_field
-from crane_viz.model import CRNN, get_config
-from crane_viz.presets import get_preset
-from crane_viz.session import Session
-from crane_viz.surrogate import SurrogateEngine, downsample
+from crane_viz.engines.surrogate import SurrogateEngine, downsample
+from crane_viz.live.session import Session
+from crane_viz.nn.checkpoint import save_checkpoint
+from crane_viz.nn.model import CRNN, get_config
+from crane_viz.physics.initial import perlin_field
+from crane_viz.physics.presets import get_preset
 
 P2 = get_preset("coherent-2d")
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from crane_viz import metrics
-from crane_viz.checkpoint import list_checkpoints, load_checkpoint
+from crane_viz.analysis import metrics
 from crane_viz.engines import make_solver
 from crane_viz.engines.base import side_by_side
-from crane_viz.initial import as_batch, perlin_field
-from crane_viz.surrogate import SurrogateEngine, downsample
+from crane_viz.engines.surrogate import SurrogateEngine, downsample
+from crane_viz.nn.checkpoint import list_checkpoints, load_checkpoint
+from crane_viz.physics.initial import as_batch, perlin_field
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 # name: (reference grid, frames, Perlin amplitude and cells, [(mean, eta, seed, MAE bound)], baseline fraction)
@@ -83,7 +83,7 @@ GROWTH = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_shipped_single_mode_growth_is_the_one_measured(name):
-    from crane_viz.evaluation import linear_response
+    from crane_viz.analysis.evaluation import linear_response
 
     out = linear_response(load_checkpoint(SHIPPED / name), "cpu")
     measured = {(r["mode"], r["eta"]): r["surrogate"] for r in out["modes"]}

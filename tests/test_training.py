@@ -6,11 +6,11 @@ import h5py
 import pytest
 import torch
 
-from crane_viz.checkpoint import load_checkpoint
 from crane_viz.cli import main
-from crane_viz.dataset import DatasetSpec, generate, load_dataset
 from crane_viz.errors import DatasetError, InputError, TrainingDiverged
-from crane_viz.training import (
+from crane_viz.nn.checkpoint import load_checkpoint
+from crane_viz.training.dataset import DatasetSpec, generate, load_dataset
+from crane_viz.training.loop import (
     VARIANCE_FLOOR,
     TrainConfig,
     augment,
@@ -262,8 +262,8 @@ def test_increment_weights_make_doing_nothing_cost_the_same_in_every_frame():
 def test_energy_rise_is_zero_for_cahn_hilliard_steps_and_positive_for_roughening():
     """The reference solver's frame lowers F/V (no rise); adding noise raises it."""
     from crane_viz.engines import make_solver
-    from crane_viz.initial import perlin_field
-    from crane_viz.presets import get_preset
+    from crane_viz.physics.initial import perlin_field
+    from crane_viz.physics.presets import get_preset
 
     preset = get_preset("coherent-2d")
     eta = torch.tensor([0.006, 0.01])
@@ -308,9 +308,9 @@ def test_campaign_options_resume_exactly_and_keep_snapshots(data, tmp_path):
 def test_a_non_finite_loss_stops_training_and_saves_nothing(data, tmp_path, capsys):
     """Random weights of size 1e20 make the first prediction overflow float32: training stops with
     a message, exit status 2, and no checkpoint is written."""
-    from crane_viz.checkpoint import save_checkpoint
-    from crane_viz.model import CRNN, get_config
-    from crane_viz.presets import get_preset
+    from crane_viz.nn.checkpoint import save_checkpoint
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.physics.presets import get_preset
 
     model = CRNN(get_config("tiny-2d"))
     gen = torch.Generator().manual_seed(0)
@@ -344,8 +344,8 @@ def test_widened_kernels_compute_the_same_function(dim):
     (to round-off), so fine-tuning with a larger receptive field starts from what was learnt."""
     from dataclasses import replace
 
-    from crane_viz.model import CRNN, get_config
-    from crane_viz.training import widen_kernels
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.training.loop import widen_kernels
 
     torch.manual_seed(dim)
     source = CRNN(get_config(f"tiny-{dim}d"))
@@ -365,8 +365,8 @@ def test_widened_kernels_compute_the_same_function(dim):
 def test_fine_tuning_widens_a_shipped_checkpoint():
     """--init coherent-2d into medium-2d (5×5 kernels) is accepted and preserves the function; a
     checkpoint with a larger kernel than the model trained is refused, naming both."""
-    from crane_viz.model import CRNN, get_config
-    from crane_viz.training import initial_weights
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.training.loop import initial_weights
 
     small = load_checkpoint("coherent-2d").model
     medium = CRNN(get_config("medium-2d"))

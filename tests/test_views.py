@@ -8,7 +8,7 @@ pytest.importorskip("panel")
 from bokeh.models import ColorBar, Legend  # noqa: E402
 
 from crane_viz.app.views import MapsView, PlotsView  # noqa: E402
-from crane_viz.live import gui_wording  # noqa: E402
+from crane_viz.live.controller import gui_wording  # noqa: E402
 
 
 def test_maps_carry_colour_bars_for_phi_and_its_difference():
@@ -42,7 +42,7 @@ def test_a_diverged_sweep_point_is_drawn_as_diverged(tmp_path):
     """A point whose surrogate blew up (NaN spread) is grey and labelled "diverged", not drawn as
     homogeneous; a reference that disagrees outlines it in black (#16 item 9)."""
     from crane_viz.app.phase_tab import PhaseView
-    from crane_viz.live import ExplorerSettings, LiveRun
+    from crane_viz.live.controller import ExplorerSettings, LiveRun
 
     live = LiveRun(ExplorerSettings(size=32), lambda *_: None, lambda *_: None)
     view = PhaseView(live=live, doc=None, folder=tmp_path, open_case=lambda **_: None)

@@ -1,8 +1,8 @@
 """The explorer page: the CRNN surrogate live beside a reference solver.
 
-A thin composition over `crane_viz.live`: every control is declared (with bounds) in
+A thin composition over `crane_viz.live.controller`: every control is declared (with bounds) in
 `ExplorerSettings`, the simulation runs in `LiveRun`'s worker thread, and the views only turn
-frames into pictures and plots. The Training tab is a view over `crane_viz.trainjob`: jobs run as
+frames into pictures and plots. The Training tab is a view over `crane_viz.training.jobs`: jobs run as
 separate processes and the tab reads their folders."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import numpy as np
 import panel as pn
 
 from ..errors import CraneVizError
-from ..export import FrameStyle
-from ..initial import load_field
-from ..live import (
+from ..io.export import FrameStyle
+from ..live.controller import (
     MAX_SIDE,
     SIZES,
     ExplorerSettings,
@@ -29,6 +28,7 @@ from ..live import (
     may_train,
     model_choices,
 )
+from ..physics.initial import load_field
 from .common import CLASSROOM_ENV, later
 from .phase_tab import PhaseView
 from .training_tab import TrainingView

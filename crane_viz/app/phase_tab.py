@@ -8,13 +8,13 @@ import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from ..analysis.metrics import spinodal_line
+from ..analysis.phase import SweepJob, outcome
 from ..errors import CraneVizError
-from ..live import (
+from ..live.controller import (
     LiveRun,
     gui_wording,
 )
-from ..metrics import spinodal_line
-from ..phase import SweepJob, outcome
 from ..settings import SweepSettings
 from .common import View, later
 

@@ -7,7 +7,7 @@ import os
 import panel as pn
 import torch
 
-from ..live import APP_THREADS
+from ..live.controller import APP_THREADS
 from .common import CLASSROOM_ENV
 from .explorer import create_app
 

@@ -1,4 +1,4 @@
-"""The training tab: a view over `crane_viz.trainjob`'s job folders (jobs are separate processes)."""
+"""The training tab: a view over `crane_viz.training.jobs`'s job folders (jobs are separate processes)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
-from ..checkpoint import list_checkpoints
 from ..errors import CraneVizError
-from ..jobs import BackgroundJob
-from ..live import (
+from ..live.background import BackgroundJob
+from ..live.controller import (
     apply_each,
     gui_wording,
 )
-from ..presets import get_preset
-from ..trainjob import Project, TrainJobSettings, describe_estimate, duration, estimate
+from ..nn.checkpoint import list_checkpoints
+from ..physics.presets import get_preset
+from ..training.jobs import Project, TrainJobSettings, describe_estimate, duration, estimate
 from .common import View, later
 
 

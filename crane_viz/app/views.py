@@ -12,13 +12,13 @@ import torch
 from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
 from bokeh.plotting import figure
 
-from ..live import (
+from ..engines.surrogate import downsample
+from ..live.controller import (
     ExportJob,
     LiveRun,
     gui_wording,
     record_run,
 )
-from ..surrogate import downsample
 from .common import MAP_PX, PALETTE, View, later
 
 
@@ -152,7 +152,7 @@ class CutawayView(View):
 
     def show_interactive(self, frame):
         """A rotatable/zoomable vtk.js view of the surrogate's cutaway (built on request, when paused)."""
-        from ..render3d import CutawayRenderer
+        from ..io.render3d import CutawayRenderer
 
         renderer = CutawayRenderer(window_size=(600, 500), title="surrogate")
         renderer.draw(frame.surrogate, f"t = {frame.time:g}")
@@ -160,7 +160,7 @@ class CutawayView(View):
 
     def render(self, frame) -> dict:
         """PNG bytes of each engine's cutaway (heavy: call it off the event loop)."""
-        from ..render3d import CutawayRenderer
+        from ..io.render3d import CutawayRenderer
 
         pngs = {}
         for key, field in (("surrogate", frame.surrogate), ("reference", frame.reference)):

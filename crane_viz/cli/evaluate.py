@@ -9,12 +9,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
+from ..analysis.evaluation import EvalSpec, evaluate, figures, protocol_spec
+from ..analysis.modelcard import protocol_lines, write_card, write_protocol_section
 from ..device import add_device_option
 from ..errors import InputError
-from ..evaluation import EvalSpec, evaluate, figures, protocol_spec
-from ..io import atomic_path, check_output_folder
-from ..modelcard import protocol_lines, write_card, write_protocol_section
+from ..io.files import atomic_path, check_output_folder
+from ..nn.checkpoint import load_checkpoint
 from ..settings import resolve_device, spec_help
 
 

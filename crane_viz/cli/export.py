@@ -6,8 +6,8 @@ import argparse
 
 from tqdm import tqdm
 
-from ..export import FORMATS, VIEWS, FrameStyle, export, export_target, load_trajectory
-from ..io import check_output_path
+from ..io.export import FORMATS, VIEWS, FrameStyle, export, export_target, load_trajectory
+from ..io.files import check_output_path
 
 
 def add_parser(sub) -> None:

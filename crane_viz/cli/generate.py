@@ -7,10 +7,10 @@ from dataclasses import fields
 
 from tqdm import tqdm
 
-from ..dataset import DatasetSpec, generate
 from ..device import add_device_option
-from ..presets import PRESETS
+from ..physics.presets import PRESETS
 from ..settings import resolve_device, spec_help
+from ..training.dataset import DatasetSpec, generate
 
 
 def add_parser(sub) -> None:

@@ -8,7 +8,7 @@ import time
 
 from tqdm import tqdm
 
-from ..trainjob import Project, TrainJobSettings, describe_estimate, estimate, run_job
+from ..training.jobs import Project, TrainJobSettings, describe_estimate, estimate, run_job
 from .common import add_param_options, given
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
 from ..device import add_device_option
 from ..errors import InputError
-from ..learning_curve import FIGURE, SUMMARY, learning_curve, snapshots
+from ..nn.checkpoint import load_checkpoint
 from ..settings import resolve_device
+from ..training.learning_curve import FIGURE, SUMMARY, learning_curve, snapshots
 from .evaluate import add_spec_options, spec_from_args
 
 

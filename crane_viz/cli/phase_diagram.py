@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..analysis.phase import points_from_files, run_sweep
 from ..device import add_device_option
 from ..errors import InputError
-from ..io import check_output_path
-from ..phase import points_from_files, run_sweep
+from ..io.files import check_output_path
 from ..settings import SweepSettings, resolve_device
 from .common import add_param_options, given
 

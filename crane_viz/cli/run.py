@@ -9,12 +9,12 @@ import json
 import h5py
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint
 from ..engines import make_solver
-from ..io import TrajectoryWriter, atomic_path, check_output_path, provenance, write_attrs
-from ..session import Session
+from ..engines.surrogate import SurrogateEngine
+from ..io.files import TrajectoryWriter, atomic_path, check_output_path, provenance, write_attrs
+from ..live.session import Session
+from ..nn.checkpoint import load_checkpoint
 from ..settings import RunSettings, resolve_device
-from ..surrogate import SurrogateEngine
 from .common import add_param_options, given, warn
 
 

@@ -13,9 +13,9 @@ from tqdm import tqdm
 from ..engines import make_solver
 from ..engines.base import BLOW_UP_RANGE, diverged, states
 from ..errors import CraneVizError
-from ..initial import as_batch
-from ..io import TrajectoryWriter, atomic_path, check_output_path, provenance, write_attrs
-from ..render import save_png
+from ..io.files import TrajectoryWriter, atomic_path, check_output_path, provenance, write_attrs
+from ..io.render import save_png
+from ..physics.initial import as_batch
 from ..settings import SimulationSettings, resolve_device
 from .common import add_param_options, given, warn
 

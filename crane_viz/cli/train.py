@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from ..device import add_device_option
 from ..settings import resolve_device
-from ..training import TrainConfig, train
+from ..training.loop import TrainConfig, train
 from .common import add_param_options, given
 
 

@@ -1,4 +1,4 @@
-"""Evolution engines: reference solvers (and, through `crane_viz.surrogate`, the CRNN)."""
+"""Evolution engines: reference solvers (and, through `engines.surrogate`, the CRNN)."""
 
 from .base import Engine, State, repeated, rollout
 from .fd import FiniteDifferenceSolver

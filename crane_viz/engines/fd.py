@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..physics import dw, elastic_potential
-from ..presets import Preset, get_preset
+from ..physics.equations import dw, elastic_potential
+from ..physics.presets import Preset, get_preset
 from .base import State
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..physics import dw, per_batch, preset_elastic_kernel, spatial_dims, spectral_grid
-from ..presets import Preset, get_preset
+from ..physics.equations import dw, per_batch, preset_elastic_kernel, spatial_dims, spectral_grid
+from ..physics.presets import Preset, get_preset
 from .base import State
 
 

@@ -21,18 +21,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .errors import CheckpointError
-from .io import project_root
+from .. import __version__
+from ..errors import CheckpointError
+from ..io.files import project_root
+from ..physics.presets import PRESETS, Preset
 from .model import CRNN, CRNNConfig
-from .presets import PRESETS, Preset
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "weights.safetensors", "config.json", "MODEL_CARD.md"
 REQUIRED_KEYS = ("name", "model", "preset", "frame_time", "grid_scale")
 GRID_SCALES = (1, 2, 4)  # caller grid points per model grid point (the 3D paper: 2)
 MAX_CONFIG_BYTES = 1 << 20
-REPO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+REPO_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def search_path() -> list[Path]:

@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import Callable
 
-from .errors import CraneVizError
+from ..errors import CraneVizError
 
 log = logging.getLogger("crane_viz")
 

@@ -15,15 +15,15 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..engines import make_solver
+from ..engines.base import diverged, side_by_side
+from ..engines.surrogate import SurrogateEngine, downsample
+from ..errors import InputError
+from ..nn.checkpoint import Checkpoint
+from ..physics.initial import as_batch, perlin_field
+from ..settings import MAX_SEED, check_spec, spec_field
+from ..training.dataset import DatasetSpec, sample_case
 from . import metrics
-from .checkpoint import Checkpoint
-from .dataset import DatasetSpec, sample_case
-from .engines import make_solver
-from .engines.base import diverged, side_by_side
-from .errors import InputError
-from .initial import as_batch, perlin_field
-from .settings import MAX_SEED, check_spec, spec_field
-from .surrogate import SurrogateEngine, downsample
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,7 @@ def figures(summary: dict, folder) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from ..io.files import atomic_path
 
     written = []
     acc = summary["accuracy"]
@@ -372,7 +372,7 @@ def protocol_figure(summary: dict, path):
     """F/V and L(t) relative errors at fixed times, alignment per η bin, single-mode growth."""
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from ..io.files import atomic_path
 
     acc, lin = summary["accuracy"], summary["linear_response"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -422,8 +422,8 @@ def protocol_figure(summary: dict, path):
 def phase_figure(phase: dict, path):
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
-    from .presets import get_preset
+    from ..io.files import atomic_path
+    from ..physics.presets import get_preset
 
     fig, ax = plt.subplots(figsize=(5, 4))
     means, line = metrics.spinodal_line(get_preset("coherent-2d"))

@@ -12,8 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
-from .errors import InputError
+from .. import __version__
+from ..errors import InputError
 
 
 def check_writable(folder: Path) -> None:

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import torch
 
-from .physics import free_energy, grad_sq_fd, spatial_dims, spatial_mean, spinodal_misfit, w
-from .presets import Preset
+from ..physics.equations import free_energy, grad_sq_fd, spatial_dims, spatial_mean, spinodal_misfit, w
+from ..physics.presets import Preset
 
 SEPARATION_THRESHOLD = 0.05  # phase-separated ⇔ max φ − min φ above this (2D paper)
 
@@ -35,7 +35,7 @@ def interface_displacement(phi_ref: torch.Tensor, phi_hat: torch.Tensor, dim: in
 
 def energy(phi: torch.Tensor, preset: Preset, misfit=0.0, *, gradient: str = "spectral",
            spacing: float = 1.0):
-    """F/V with its parts (see `physics.free_energy`)."""
+    """F/V with its parts (see `physics.equations.free_energy`)."""
     return free_energy(phi, preset, misfit, gradient=gradient, spacing=spacing)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import Checkpoint
-from .device import resolve_device
-from .engines.base import State
-from .model import CRNN
-from .presets import Preset
+from ..device import resolve_device
+from ..nn.checkpoint import Checkpoint
+from ..nn.model import CRNN
+from ..physics.presets import Preset
+from .base import State
 
 KNOWN_CONDITIONS = ("misfit",)
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
@@ -43,7 +43,7 @@ def pick_device(device=None) -> torch.device:
 
 
 class SurrogateEngine:
-    """φ_{t+τ} = CRNN(φ_t, hidden, η): one recurrent step per frame τ (see `crane_viz.model`).
+    """φ_{t+τ} = CRNN(φ_t, hidden, η): one recurrent step per frame τ (see `crane_viz.nn.model`).
 
     Takes a `Checkpoint` (physics, τ and grid scale come from it unless given) or a bare `CRNN`
     with keyword `preset` (required), `frame_time` (default the preset's τ) and `grid_scale`

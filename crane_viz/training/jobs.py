@@ -3,7 +3,7 @@
 The app (and `crane-viz jobs`) start, watch, cancel and resume jobs through `Project`; the work
 itself is `run_job`, run by `crane-viz train-job FOLDER` in its own process and session, so it
 survives a closed browser tab or a restarted server, and calls the same `generate()` and
-`train()` as the CLI commands. A project folder (`crane_viz.io.project_root()`) holds:
+`train()` as the CLI commands. A project folder (`crane_viz.io.files.project_root()`) holds:
 
     .lock                     start/resume take it: one job at a time per project
     jobs/<id>/job.json        what to do: TrainJobSettings
@@ -38,14 +38,14 @@ from pathlib import Path
 import param
 import torch
 
-from .checkpoint import CARD, list_checkpoints, load_checkpoint, resolve
+from ..errors import Cancelled, CraneVizError, DatasetError, InputError
+from ..io.files import atomic_path, project_root
+from ..nn.checkpoint import CARD, list_checkpoints, load_checkpoint, resolve
+from ..nn.model import CRNN, REGISTRY, get_config
+from ..physics.presets import PRESETS, get_preset
+from ..settings import PAPER_MAX_MISFIT, resolve_device
 from .dataset import DatasetSpec, generate, simulate_batch
-from .errors import Cancelled, CraneVizError, DatasetError, InputError
-from .io import atomic_path, project_root
-from .model import CRNN, REGISTRY, get_config
-from .presets import PRESETS, get_preset
-from .settings import PAPER_MAX_MISFIT, resolve_device
-from .training import LOG_FILE, STATE_FILE, TrainConfig, read_log, train, unroll
+from .loop import LOG_FILE, STATE_FILE, TrainConfig, read_log, train, unroll
 
 ACTIVE = ("starting", "running")
 STATES = (*ACTIVE, "finished", "failed", "cancelled")
@@ -609,7 +609,7 @@ def write_preview(path: Path, epoch: int, truth: torch.Tensor, pred: torch.Tenso
     """
     import imageio.v3 as iio
 
-    from .render import comparison_sheet
+    from ..io.render import comparison_sheet
 
     frames = truth.shape[0]
     picks = sorted({round(k * (frames - 1) / (columns - 1)) for k in range(columns)} - {0})
@@ -625,7 +625,7 @@ def write_preview(path: Path, epoch: int, truth: torch.Tensor, pred: torch.Tenso
 
 def publish(job: Job, settings: TrainJobSettings, checkpoints: Path) -> Path:
     """Copy the run's best checkpoint to <project>/checkpoints/<name> with a training model card."""
-    from .modelcard import render_training_card
+    from ..analysis.modelcard import render_training_card
 
     target = checkpoints / settings.checkpoint_name
     if target.exists():

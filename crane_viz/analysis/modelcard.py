@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpoint
-from .model import count_parameters
+from ..nn.checkpoint import Checkpoint
+from ..nn.model import count_parameters
 
 PAPER_2D = {  # crnn-coherent-spinodal-2d (128², 100 τ training sequences, 24 ch 5×5)
     "mae_within": "≤ 0.025", "mae_end": "≤ 0.09 (at 5× horizon)", "interface": "< 2 %",
@@ -59,7 +59,7 @@ def protocol_lines(summary: dict) -> list[str]:
 
 def training_summary(log_path: Path | None) -> dict:
     """Epochs, wall time and the best epoch from a run's log.jsonl (empty when absent)."""
-    from .training import read_log
+    from ..training.loop import read_log
 
     rows = read_log(log_path) if log_path is not None else []
     if not rows:
@@ -170,7 +170,7 @@ rollouts to {spec['horizon'] * spec['extrapolate']} frames, ensemble of {spec['e
 
 def write_protocol_section(ckpt: Checkpoint, summary: dict, command: str) -> Path:
     """Add the papers'-protocol section to MODEL_CARD.md, replacing an earlier one."""
-    from .io import atomic_path
+    from ..io.files import atomic_path
 
     path = ckpt.path / "MODEL_CARD.md"
     card = path.read_text() if path.is_file() else f"# {ckpt.name}\n"
@@ -188,7 +188,7 @@ def write_protocol_section(ckpt: Checkpoint, summary: dict, command: str) -> Pat
 
 def write_card(ckpt: Checkpoint, summary: dict, log_path: Path | None, command: str, notes: str = "") -> Path:
     """Write MODEL_CARD.md into the checkpoint folder (the card is not part of the weights hash)."""
-    from .io import atomic_path
+    from ..io.files import atomic_path
 
     path = ckpt.path / "MODEL_CARD.md"
     with atomic_path(path) as tmp:

@@ -19,13 +19,13 @@ import h5py
 import numpy as np
 import torch
 
-from .engines import make_solver
-from .engines.base import BLOW_UP_RANGE, diverged, rollout
-from .errors import DatasetError, InputError
-from .initial import as_batch, perlin_field
-from .io import check_output_path, provenance
-from .presets import get_preset
-from .settings import MAX_MISFIT, MAX_SEED, check_grid, check_spec, spec_field
+from ..engines import make_solver
+from ..engines.base import BLOW_UP_RANGE, diverged, rollout
+from ..errors import DatasetError, InputError
+from ..io.files import check_output_path, provenance
+from ..physics.initial import as_batch, perlin_field
+from ..physics.presets import get_preset
+from ..settings import MAX_MISFIT, MAX_SEED, check_grid, check_spec, spec_field
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import metrics
-from .device import resolve_device
-from .engines.base import BLOW_UP_RANGE, Engine, State, diverged
-from .presets import Preset
-from .surrogate import downsample
+from ..analysis import metrics
+from ..device import resolve_device
+from ..engines.base import BLOW_UP_RANGE, Engine, State, diverged
+from ..engines.surrogate import downsample
+from ..physics.presets import Preset
 
 
 @dataclass
@@ -150,7 +150,7 @@ class Session:
             yield frame
 
     def measure(self) -> dict[str, float]:
-        """The metrics of the current frame (the definitions in `crane_viz.metrics`)."""
+        """The metrics of the current frame (the definitions in `crane_viz.analysis.metrics`)."""
         sur = self._sur.phi
         out = {"frame": float(self._sur.frame), "time": float(self._sur.time)}
         out.update(_energy("surrogate", sur, self.preset, self.misfit, self.scale))

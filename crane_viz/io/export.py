@@ -19,10 +19,10 @@ import h5py
 import numpy as np
 import torch
 
-from .errors import Cancelled, CraneVizError, InputError
-from .io import TrajectoryWriter, atomic_path, provenance, write_attrs
+from ..engines.surrogate import downsample
+from ..errors import Cancelled, CraneVizError, InputError
+from .files import TrajectoryWriter, atomic_path, provenance, write_attrs
 from .render import colorize, field_slice
-from .surrogate import downsample
 
 FORMATS = ("mp4", "gif", "png", "vti", "h5")
 VIEWS = ("slice", "cutaway")

@@ -24,16 +24,16 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..engines import make_solver
+from ..engines.base import advance, diverged
+from ..engines.surrogate import SurrogateEngine
+from ..errors import Cancelled, InputError
+from ..io.files import atomic_path, provenance
+from ..live.background import BackgroundJob
+from ..nn.checkpoint import load_checkpoint
+from ..physics.initial import as_batch, perlin_field
+from ..settings import SweepSettings
 from . import metrics
-from .checkpoint import load_checkpoint
-from .engines import make_solver
-from .engines.base import advance, diverged
-from .errors import Cancelled, InputError
-from .initial import as_batch, perlin_field
-from .io import atomic_path, provenance
-from .jobs import BackgroundJob
-from .settings import SweepSettings
-from .surrogate import SurrogateEngine
 
 BASE = ["index", "mean", "eta", "amplitude", "seed"]
 SURROGATE = ["surrogate_separated", "surrogate_spread"]
@@ -168,7 +168,7 @@ def thumbnail(phi: np.ndarray, side: int = 64) -> str:
 
     import imageio.v3 as iio
 
-    from .render import colorize
+    from ..io.render import colorize
 
     step = max(1, phi.shape[0] // side)
     buf = io.BytesIO()

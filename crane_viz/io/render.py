@@ -39,7 +39,7 @@ def save_png(path: str | Path, field: np.ndarray, **kwargs) -> Path:
     """Write a colour-mapped PNG of a 2D field (3D: its middle slice), written atomically."""
     import imageio.v3 as iio
 
-    from .io import atomic_path
+    from .files import atomic_path
 
     path = Path(path)
     rgb = upscale(colorize(field_slice(field), **kwargs))

@@ -20,17 +20,17 @@ import numpy as np
 import param
 import torch
 
-from .checkpoint import list_checkpoints, load_checkpoint
-from .engines import make_solver
-from .errors import InputError
-from .export import Cancelled, Recorder, Trajectory, export
-from .initial import check_field, perlin_field
-from .jobs import BackgroundJob, unexpected
-from .model import CRNN, get_config
-from .presets import get_preset
+from ..engines import make_solver
+from ..engines.surrogate import SurrogateEngine, pick_device
+from ..errors import InputError
+from ..io.export import Cancelled, Recorder, Trajectory, export
+from ..nn.checkpoint import list_checkpoints, load_checkpoint
+from ..nn.model import CRNN, get_config
+from ..physics.initial import check_field, perlin_field
+from ..physics.presets import get_preset
+from ..settings import INIT_KINDS, InitialConditionSettings
+from .background import BackgroundJob, unexpected
 from .session import Frame, Session
-from .settings import INIT_KINDS, InitialConditionSettings
-from .surrogate import SurrogateEngine, pick_device
 
 UNTRAINED = {"untrained small-2d": ("small-2d", "coherent-2d"), "untrained small-3d": ("small-3d", "plain-3d")}
 SIZES = [32, 64, 96, 128, 192, 256]

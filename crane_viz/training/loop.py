@@ -29,14 +29,14 @@ import param
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import GRID_SCALES, save_checkpoint
+from ..engines.surrogate import downsample
+from ..errors import InputError, TrainingDiverged
+from ..io.files import atomic_path, check_output_folder
+from ..nn.checkpoint import GRID_SCALES, save_checkpoint
+from ..nn.model import CRNN, REGISTRY, get_config
+from ..physics.equations import elastic_energy_mean, free_energy, grad_sq_fd, spatial_mean, w
+from ..settings import MAX_SEED, Settings
 from .dataset import Dataset, load_dataset
-from .errors import InputError, TrainingDiverged
-from .io import atomic_path, check_output_folder
-from .model import CRNN, REGISTRY, get_config
-from .physics import elastic_energy_mean, free_energy, grad_sq_fd, spatial_mean, w
-from .settings import MAX_SEED, Settings
-from .surrogate import downsample
 
 STATE_FILE, LOG_FILE, BEST, SNAPSHOTS = "train_state.pt", "log.jsonl", "best", "epochs"
 FRAME_WEIGHTS = ("uniform", "variance", "increment")
@@ -45,7 +45,7 @@ SCHEDULES = ("constant", "cosine")
 
 class TrainConfig(Settings):
     """Training settings, each declared once with its bounds and doc: `crane-viz train` options,
-    the Training tab's job settings (`trainjob.TrainJobSettings` extends this class) and the
+    the Training tab's job settings (`training.jobs.TrainJobSettings` extends this class) and the
     record saved with every run (so `--resume` can insist on the same settings)."""
 
     model = param.Selector(default="small-2d", objects=list(REGISTRY), doc="Architecture from the registry.")
@@ -313,7 +313,7 @@ def initial_weights(name: str, model_cfg) -> dict:
     """Weights to fine-tune: a checkpoint (name or folder), or a run's `train_state.pt` (its last
     finished epoch). The architecture must be the one being trained, or the same with a smaller
     kernel (its weights are widened by `widen_kernels`)."""
-    from .checkpoint import load_checkpoint
+    from ..nn.checkpoint import load_checkpoint
 
     if name.endswith(".pt"):
         state = read_state(Path(name), "--init")
@@ -383,7 +383,7 @@ def training_ranges(data: Dataset, cfg: TrainConfig) -> dict:
 
 
 def provenance_of(data: Dataset) -> dict:
-    from .checkpoint import sha256
+    from ..nn.checkpoint import sha256
 
     return {"path": str(data.path), "sha256": sha256(data.path), "sequences": int(data.phi.shape[0]),
             "frames": int(data.phi.shape[1]), "size": int(data.phi.shape[2]),

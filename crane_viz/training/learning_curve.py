@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import load_checkpoint
-from .errors import InputError
-from .evaluation import EvalSpec, evaluate
-from .io import atomic_path
-from .training import SNAPSHOTS
+from ..analysis.evaluation import EvalSpec, evaluate
+from ..errors import InputError
+from ..io.files import atomic_path
+from ..nn.checkpoint import load_checkpoint
+from .loop import SNAPSHOTS
 
 CURVE, SUMMARY, FIGURE = "curve", "learning_curve.json", "learning_curve.png"
 

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 

@@ -1,0 +1,1 @@
+"""Measures, the papers' evaluation protocol, phase-diagram sweeps, model cards."""

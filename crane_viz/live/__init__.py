@@ -1,0 +1,1 @@
+"""The surrogate beside a reference frame by frame, the app's GUI-free controller, background jobs."""

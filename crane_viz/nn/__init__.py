@@ -1,0 +1,1 @@
+"""The CRNN of the papers and its self-describing checkpoints."""

@@ -1,0 +1,1 @@
+"""Physics: the Cahn–Hilliard equations, the papers' presets, initial fields."""

@@ -1,0 +1,1 @@
+"""Datasets of reference trajectories, the training loop, training jobs, learning curves."""

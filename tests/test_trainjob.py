@@ -15,7 +15,9 @@ import pytest
 from crane_viz.errors import DatasetError, InputError
 from crane_viz.nn.checkpoint import list_checkpoints, load_checkpoint
 from crane_viz.training.dataset import DatasetSpec, generate
-from crane_viz.training.jobs import JobBusy, Project, TrainJobSettings, estimate
+from crane_viz.training.estimate import estimate
+from crane_viz.training.job_settings import JobBusy, TrainJobSettings
+from crane_viz.training.jobs import Project
 
 TINY = dict(sequences=4, frames=8, size=16, model="tiny-2d", batch=4, threads=1, preview_every=1)
 
@@ -172,7 +174,7 @@ def test_estimating_a_huge_job_is_quick_and_small():
     not fit this machine."""
     import resource
 
-    from crane_viz.training.jobs import describe_estimate
+    from crane_viz.training.estimate import describe_estimate
 
     with pytest.raises(InputError, match="--size 256"):
         estimate(TrainJobSettings(preset="plain-3d", model="small-3d", size=256, eta_max_percent=0.0,

@@ -17,7 +17,9 @@ from ..live.controller import (
 )
 from ..nn.checkpoint import list_checkpoints
 from ..physics.presets import get_preset
-from ..training.jobs import Project, TrainJobSettings, describe_estimate, duration, estimate
+from ..training.estimate import describe_estimate, duration, estimate
+from ..training.job_settings import TrainJobSettings
+from ..training.jobs import Project
 from .common import View, later
 
 

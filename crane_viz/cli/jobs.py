@@ -8,7 +8,10 @@ import time
 
 from tqdm import tqdm
 
-from ..training.jobs import Project, TrainJobSettings, describe_estimate, estimate, run_job
+from ..training.estimate import describe_estimate, estimate
+from ..training.job_settings import TrainJobSettings
+from ..training.jobs import Project
+from ..training.worker import run_job
 from .common import add_param_options, given
 
 

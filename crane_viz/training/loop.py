@@ -45,7 +45,7 @@ SCHEDULES = ("constant", "cosine")
 
 class TrainConfig(Settings):
     """Training settings, each declared once with its bounds and doc: `crane-viz train` options,
-    the Training tab's job settings (`training.jobs.TrainJobSettings` extends this class) and the
+    the Training tab's job settings (`training.job_settings.TrainJobSettings` extends this class) and the
     record saved with every run (so `--resume` can insist on the same settings)."""
 
     model = param.Selector(default="small-2d", objects=list(REGISTRY), doc="Architecture from the registry.")

@@ -11,7 +11,10 @@ from test_session import P2, field, tiny_surrogate
 
 from crane_viz.cli import main
 from crane_viz.engines import SpectralSolver
-from crane_viz.io.export import Cancelled, FrameStyle, Recorder, Trajectory, export, load_trajectory, write_movie
+from crane_viz.errors import Cancelled
+from crane_viz.io.compose import FrameStyle
+from crane_viz.io.export import Trajectory, export, load_trajectory, write_movie
+from crane_viz.live.recording import Recorder
 from crane_viz.live.session import Session
 
 FRAMES = 6

@@ -15,7 +15,7 @@ import numpy as np
 import panel as pn
 
 from ..errors import CraneVizError
-from ..io.export import FrameStyle
+from ..io.compose import FrameStyle
 from ..live.controller import (
     MAX_SIDE,
     SIZES,

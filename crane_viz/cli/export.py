@@ -6,7 +6,8 @@ import argparse
 
 from tqdm import tqdm
 
-from ..io.export import FORMATS, VIEWS, FrameStyle, export, export_target, load_trajectory
+from ..io.compose import VIEWS, FrameStyle
+from ..io.export import FORMATS, export, export_target, load_trajectory
 from ..io.files import check_output_path
 
 

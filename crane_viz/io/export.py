@@ -21,13 +21,10 @@ import torch
 
 from ..engines.surrogate import downsample
 from ..errors import Cancelled, CraneVizError, InputError
+from .compose import PANELS, FrameComposer, FrameStyle
 from .files import TrajectoryWriter, atomic_path, provenance, write_attrs
-from .render import colorize, field_slice
 
 FORMATS = ("mp4", "gif", "png", "vti", "h5")
-VIEWS = ("slice", "cutaway")
-PHI_CMAP, DIFF_CMAP, DIFF_MAX = "viridis", "magma", 0.5  # the explorer's colour scales
-PANELS = ("surrogate", "reference")
 
 
 @dataclass
@@ -172,132 +169,6 @@ def _panel(traj: Trajectory, panel: str | None) -> np.ndarray:
     return traj.fields[panel]
 
 
-# ---------------------------------------------------------------------------- composing frames
-@dataclass
-class FrameStyle:
-    """How a frame looks: view, slice, colour map, panel height in pixels."""
-
-    view: str = "slice"  # "slice" (2D maps / 3D slice) or "cutaway" (3D)
-    axis: int = 2  # 3D slice normal (0, 1, 2 = x, y, z)
-    index: float = 0.5  # slice position as a fraction of the box
-    cmap: str = PHI_CMAP
-    height: int = 256  # pixels per panel
-
-    def __post_init__(self):
-        if self.view not in VIEWS:
-            raise InputError(f"view must be one of {VIEWS}, not {self.view!r}")
-        if self.axis not in (0, 1, 2):
-            raise InputError(f"axis must be 0, 1 or 2, not {self.axis}")
-        if not 0.0 <= self.index <= 1.0:
-            raise InputError(f"slice position must be in [0, 1], not {self.index}")
-        if not 64 <= self.height <= 2048:
-            raise InputError(f"panel height must be in [64, 2048] pixels, not {self.height}")
-        from matplotlib import colormaps
-
-        if self.cmap not in colormaps:
-            raise InputError(f"unknown colour map {self.cmap!r} (any matplotlib name, e.g. viridis)")
-
-
-class FrameComposer:
-    """Turns frame i of a trajectory into one RGB image: labelled panels above a caption strip."""
-
-    def __init__(self, traj: Trajectory, style: FrameStyle | None = None):
-        self.traj, self.style = traj, style or FrameStyle()
-        if self.style.view == "cutaway" and traj.dim != 3:
-            raise InputError("the cutaway view needs a 3D run; use the slice view for 2D")
-        self._renderers: dict = {}
-        self.font = caption_font(max(12, self.style.height // 18))
-
-    def panels(self, i: int) -> list[tuple[str, np.ndarray]]:
-        """(label, RGB image) of each panel of frame i."""
-        s, out = self.style, []
-        for name in PANELS:
-            if name in self.traj.fields:
-                out.append((f"{name} φ", self._image(name, self.traj.fields[name][i])))
-        diff = self.traj.difference(i)
-        if diff is not None:
-            rgb = colorize(self._slice(diff), cmap=DIFF_CMAP, vmin=0.0, vmax=DIFF_MAX)
-            out.append(("|Δφ|", _resize(rgb, s.height)))
-        return out
-
-    def _slice(self, field: np.ndarray) -> np.ndarray:
-        index = round(self.style.index * (field.shape[0] - 1)) if field.ndim == 3 else None
-        return np.asarray(field_slice(field, axis=self.style.axis, index=index)).T[::-1]
-
-    def _image(self, name: str, field: np.ndarray) -> np.ndarray:
-        s = self.style
-        if s.view == "cutaway":
-            if name not in self._renderers:
-                from .render3d import CutawayRenderer
-
-                self._renderers[name] = CutawayRenderer(window_size=(round(s.height * 1.15), s.height),
-                                                        cmap=s.cmap)
-            return self._renderers[name].render(field)
-        return _resize(colorize(self._slice(field), cmap=s.cmap), s.height)
-
-    def compose(self, i: int) -> np.ndarray:
-        """The full frame: panels with labels, and the caption with a φ colour bar."""
-        from PIL import Image, ImageDraw
-
-        panels = self.panels(i)
-        gap, label_h = 8, self.font.size + 8
-        width = sum(p.shape[1] for _, p in panels) + gap * (len(panels) + 1)
-        caption_h = 2 * self.font.size + 22
-        height = label_h + self.style.height + caption_h
-        canvas = Image.new("RGB", (_block(width), _block(height)), "white")
-        draw = ImageDraw.Draw(canvas)
-        x = gap
-        for label, img in panels:
-            draw.text((x, 4), label, fill="black", font=self.font)
-            canvas.paste(Image.fromarray(img), (x, label_h))
-            x += img.shape[1] + gap
-        y = label_h + self.style.height + 6
-        draw.text((gap, y), self.traj.caption(i), fill="black", font=self.font)
-        x = self._colour_bar(canvas, draw, gap, y + self.font.size + 6, "φ", self.style.cmap, 1.0)
-        if len(panels) == 3:
-            self._colour_bar(canvas, draw, x + 24, y + self.font.size + 6, "|Δφ|", DIFF_CMAP, DIFF_MAX)
-        return np.asarray(canvas)
-
-    def _colour_bar(self, canvas, draw, x: int, y: int, label: str, cmap: str, vmax: float) -> int:
-        """Draw "label 0 [bar] vmax" at (x, y); returns the x where it ends."""
-        from PIL import Image
-
-        bar_w, bar_h = 160, max(8, self.font.size // 2)
-        bar = colorize(np.tile(np.linspace(0, vmax, bar_w), (bar_h, 1)), cmap=cmap, vmax=vmax)
-        draw.text((x, y - 2), f"{label} 0", fill="black", font=self.font)
-        x0 = x + int(draw.textlength(f"{label} 0 ", font=self.font))
-        canvas.paste(Image.fromarray(bar), (x0, y + 2))
-        end = x0 + bar_w + 4
-        draw.text((end, y - 2), f"{vmax:g}", fill="black", font=self.font)
-        return end + int(draw.textlength(f"{vmax:g}", font=self.font))
-
-    def close(self) -> None:
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
-
-
-def caption_font(size: int):
-    """DejaVu Sans from matplotlib's own files: offline, and it has φ, η, Δ, δ̄ and ⟨ ⟩."""
-    from matplotlib import font_manager
-    from PIL import ImageFont
-
-    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
-
-
-def _resize(rgb: np.ndarray, height: int) -> np.ndarray:
-    """Nearest-neighbour resize to `height` rows (keeping the aspect), so grid cells stay crisp."""
-    h, w = rgb.shape[:2]
-    rows = (np.arange(height) * h // height)
-    cols = (np.arange(round(w * height / h)) * h // height)
-    return rgb[rows][:, cols]
-
-
-def _block(n: int) -> int:
-    """Round up to a multiple of 16: H.264 wants even sizes, and 16 avoids ffmpeg's rescaling."""
-    return -(-n // 16) * 16
-
-
 # ---------------------------------------------------------------------------- exports
 ProgressFn = Callable[[int, int], None]
 
@@ -413,63 +284,3 @@ def export(traj: Trajectory, path: str | Path, *, fmt: str | None = None, frame:
     if fmt == "vti":
         return write_vti(traj, path, frame=frame, panel=panel)
     return write_h5(traj, path)
-
-
-# ---------------------------------------------------------------------------- live recording
-class Recorder:
-    """Keeps a live session's frames for export within a memory budget.
-
-    Every frame is kept until the budget is reached; then every other kept frame is dropped and
-    only every `stride`-th new frame is kept (stride doubles each time), so a long run still
-    exports evenly spaced frames from start to end.
-    """
-
-    def __init__(self, budget_bytes: int = 256 * 2**20, attrs: dict | None = None):
-        self.budget, self.attrs = budget_bytes, dict(attrs or {})
-        self._lock = threading.Lock()
-        self.clear()
-
-    def clear(self, attrs: dict | None = None) -> None:
-        """Forget every frame (a new run starts), optionally with new attributes."""
-        with self._lock:
-            if attrs is not None:
-                self.attrs = dict(attrs)
-            self.fields: dict[str, list[np.ndarray]] = {}
-            self.time: list[float] = []
-            self.rows: list[dict] = []
-            self.stride, self._seen = 1, 0
-
-    def add(self, index: int, time: float, fields: dict[str, np.ndarray | None],
-            metrics: dict | None = None) -> None:
-        """Offer one frame; it is kept when it falls on the current stride."""
-        with self._lock:
-            self._seen += 1
-            if (self._seen - 1) % self.stride:
-                return
-            for name, phi in fields.items():
-                if phi is not None:
-                    self.fields.setdefault(name, []).append(np.array(phi, dtype=np.float32))
-            self.time.append(float(time))
-            self.rows.append({"frame": float(index), **(metrics or {})})
-            if self.nbytes > self.budget and len(self.time) > 2:
-                self._thin()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for frames in self.fields.values() for a in frames)
-
-    def _thin(self) -> None:
-        for name in self.fields:
-            self.fields[name] = self.fields[name][::2]
-        self.time, self.rows = self.time[::2], self.rows[::2]
-        self.stride *= 2
-
-    def trajectory(self) -> Trajectory:
-        """A snapshot of what was recorded so far (copies; recording may go on)."""
-        with self._lock:
-            fields = {k: np.stack(v) for k, v in self.fields.items() if len(v) == len(self.time)}
-            keys = sorted({k for r in self.rows for k in r})
-            # metrics[k][j] belongs to frame j + 1, as in `crane-viz run` files
-            metrics = {k: np.array([r.get(k, np.nan) for r in self.rows[1:]]) for k in keys}
-            return Trajectory(fields, np.array(self.time), metrics,
-                              {**self.attrs, "recorded_stride": self.stride})

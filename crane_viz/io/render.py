@@ -58,7 +58,6 @@ def comparison_sheet(rows: list[tuple[str, list[np.ndarray]]], titles: list[str]
     """
     from PIL import Image, ImageDraw
 
-    from .export import caption_font
 
     font = caption_font(13)
     left, top, gap = 96, 22, 4
@@ -77,3 +76,11 @@ def comparison_sheet(rows: list[tuple[str, list[np.ndarray]]], titles: list[str]
             tile = Image.fromarray(rgb).resize((cell, cell), Image.NEAREST)
             sheet.paste(tile, (left + j * (cell + gap), y))
     return np.asarray(sheet)
+
+
+def caption_font(size: int):
+    """DejaVu Sans from matplotlib's own files: offline, and it has φ, η, Δ, δ̄ and ⟨ ⟩."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)

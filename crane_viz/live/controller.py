@@ -22,14 +22,15 @@ import torch
 
 from ..engines import make_solver
 from ..engines.surrogate import SurrogateEngine, pick_device
-from ..errors import InputError
-from ..io.export import Cancelled, Recorder, Trajectory, export
+from ..errors import Cancelled, InputError
+from ..io.export import Trajectory, export
 from ..nn.checkpoint import list_checkpoints, load_checkpoint
 from ..nn.model import CRNN, get_config
 from ..physics.initial import check_field, perlin_field
 from ..physics.presets import get_preset
 from ..settings import INIT_KINDS, InitialConditionSettings
 from .background import BackgroundJob, unexpected
+from .recording import Recorder
 from .session import Frame, Session
 
 UNTRAINED = {"untrained small-2d": ("small-2d", "coherent-2d"), "untrained small-3d": ("small-3d", "plain-3d")}

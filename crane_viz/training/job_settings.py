@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import param
@@ -17,6 +18,8 @@ from .dataset import DatasetSpec
 from .loop import TrainConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_SPEC = {f.name: f for f in fields(DatasetSpec)}  # the dataset settings a job shares, declared there
 
 
 class JobBusy(CraneVizError):
@@ -32,15 +35,19 @@ class TrainJobSettings(TrainConfig):
     dataset = param.String("", doc="Existing dataset (.h5 from crane-viz generate); empty: generate one "
                                    "with the settings below.")
     preset = param.Selector(default="coherent-2d", objects=list(PRESETS), doc="Physics preset of the generated data.")
+    # narrower than DatasetSpec's bounds on purpose: a job needs a validation sequence, and a
+    # browser may start one on a shared classroom server (#16)
     sequences = param.Integer(32, bounds=(2, 100_000), doc="Trajectories to generate (a fifth validates).")
-    frames = param.Integer(20, bounds=(3, 10_000), doc="Stored frames per trajectory, the initial one included.")
+    frames = param.Integer(_SPEC["frames"].default, bounds=_SPEC["frames"].metadata["bounds"],
+                           doc=_SPEC["frames"].metadata["doc"])
     size = param.Integer(32, bounds=(8, 256), doc="Grid points per side of the generated data.")
     mean_min = param.Number(0.2, bounds=(0.0, 1.0), inclusive_bounds=(False, False), doc="Smallest ⟨φ⟩ sampled.")
     mean_max = param.Number(0.8, bounds=(0.0, 1.0), inclusive_bounds=(False, False), doc="Largest ⟨φ⟩ sampled.")
     eta_min_percent = param.Number(0.0, bounds=(0.0, 5.0), doc="Smallest misfit η sampled, in percent.")
     eta_max_percent = param.Number(1.2, bounds=(0.0, 5.0), softbounds=(0.0, 100 * PAPER_MAX_MISFIT),
                                    doc="Largest misfit η sampled, in percent (0 for a model without the η channel).")
-    data_seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Base seed of the generated cases.")
+    data_seed = param.Integer(_SPEC["seed"].default, bounds=_SPEC["seed"].metadata["bounds"],
+                              doc=_SPEC["seed"].metadata["doc"])
     init = param.String("", doc="Checkpoint to fine-tune (its architecture replaces `model`); empty: start afresh.")
     preview_every = param.Integer(2, bounds=(1, 10_000), doc="Epochs between validation rollout previews.")
     threads = param.Integer(max(1, (os.cpu_count() or 2) - 1), bounds=(1, 256),

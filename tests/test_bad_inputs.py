@@ -278,11 +278,12 @@ def test_bad_input_is_one_line_and_exit_2(command, case, files, capsys):
 
 
 @pytest.mark.slow
-# export is not in this list: an interrupt inside imageio-ffmpeg's teardown is sometimes swallowed
-# (the movie completes) — an open race, see the closing note of 2026-11-25
+# export: an interrupt that lands in imageio-ffmpeg's teardown is swallowed there (the movie used to
+# complete); the CLI remembers the signal and the atomic write refuses to commit
 @pytest.mark.parametrize("make_args", [
     lambda d: ["simulate", "--size", "128", "--frames", "100000", "--no-png", "--out", str(d / "long.h5")],
-], ids=["simulate"])
+    lambda d: ["export", str(d / "long_run.h5"), "--out", str(d / "movie.mp4"), "--height", "512"],
+], ids=["simulate", "export"])
 def test_sigterm_leaves_no_temporary_file(tmp_path, make_args):
     """SIGTERM while writing is handled like Ctrl-C: exit 130 and the hidden .part file removed."""
     import subprocess
@@ -303,3 +304,30 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, make_args):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert set(tmp_path.iterdir()) == before, "a temporary file was left behind"
+
+
+def test_an_interrupt_swallowed_by_a_library_still_stops_the_write(tmp_path):
+    """imageio-ffmpeg's teardown catches KeyboardInterrupt while ffmpeg finishes a movie, so a
+    SIGTERM landing there used to let the export complete with exit 0; the CLI remembers the
+    signal, the atomic write refuses to commit, and the command exits 130 without output."""
+    import os
+    import signal
+    import time
+
+    from crane_viz.cli.common import run_guarded
+    from crane_viz.io.files import atomic_path
+
+    out = tmp_path / "movie.mp4"
+
+    def command(_):
+        with atomic_path(out, private_folder=True) as tmp:
+            tmp.write_bytes(b"frames")
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(2)  # the handler runs here and raises
+            except KeyboardInterrupt:
+                pass  # swallowed, as in imageio-ffmpeg's teardown
+        return 0
+
+    assert run_guarded(command, None) == 130
+    assert list(tmp_path.iterdir()) == []

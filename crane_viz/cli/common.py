@@ -9,6 +9,7 @@ import sys
 import param
 
 from ..errors import CraneVizError
+from ..io.files import INTERRUPTED
 
 EXIT_USAGE = 2
 
@@ -70,7 +71,10 @@ def fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _terminate(signum, frame):
+def _interrupt(signum, frame):
+    """SIGINT and SIGTERM: remember it (so no atomic write commits afterwards, even where a
+    library swallows the exception) and unwind like Ctrl-C."""
+    INTERRUPTED.set()
     raise KeyboardInterrupt
 
 
@@ -79,9 +83,13 @@ def run_guarded(func, args) -> int:
 
     SIGTERM is treated like Ctrl-C, so temporary files are removed on the way out either way.
     """
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    INTERRUPTED.clear()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return func(args) or 0
+        code = func(args) or 0
+        if INTERRUPTED.is_set():  # the interrupt was swallowed after the last write committed
+            raise KeyboardInterrupt
+        return code
     except CraneVizError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
@@ -89,4 +97,5 @@ def run_guarded(func, args) -> int:
               file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

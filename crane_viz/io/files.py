@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,9 +79,16 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes it 0600)
 
 
+# Set by the CLI when SIGINT or SIGTERM arrives. The handler also raises KeyboardInterrupt, but a
+# library may swallow that (imageio-ffmpeg's teardown catches it while ffmpeg finishes a movie);
+# an atomic write never commits once this is set, so an interrupted command leaves no output.
+INTERRUPTED = threading.Event()
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, private_folder: bool = False):
-    """Yield a temporary sibling path; rename it to `path` on success, delete it on failure.
+    """Yield a temporary sibling path; rename it to `path` on success, delete it on failure or
+    after an interrupt (`INTERRUPTED`).
 
     With `private_folder` the temporary file lies in a hidden sibling folder that is removed
     afterwards: a child process still writing (ffmpeg, killed but not yet gone when an export is
@@ -96,6 +104,8 @@ def atomic_path(path: str | Path, *, private_folder: bool = False):
         folder, tmp = None, Path(name)
     try:
         yield tmp
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt  # interrupted inside code that swallowed the first one
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:

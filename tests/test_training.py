@@ -1,6 +1,7 @@
 """Dataset generation and curriculum training end to end on tiny cases."""
 
 import json
+import math
 
 import h5py
 import pytest
@@ -377,3 +378,34 @@ def test_fine_tuning_widens_a_shipped_checkpoint():
     torch.testing.assert_close(small(phi, None, cond)[0], medium(phi, None, cond)[0], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="only a smaller kernel can be widened"):
         initial_weights("coherent-2d", get_config("tiny-2d"))
+
+
+def test_pushforward_scores_only_the_last_frames_and_older_runs_resume(data, tmp_path):
+    """--pushforward N: the steps before the last N run without gradient, the loss sees only the
+    last N frames; a run saved before an option existed resumes with that option's default."""
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.training.loop import unroll
+
+    torch.manual_seed(0)
+    model = CRNN(get_config("tiny-2d"))
+    seq = torch.rand(2, 6, 8, 8)
+    preds = unroll(model, seq, 1, torch.zeros(2, 1), 0.0, None, detached=3)
+    (preds[:, :3] ** 2).sum().backward(retain_graph=True)  # the detached frames carry no gradient to the weights
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    (preds[:, 3:] ** 2).sum().backward()  # (a plain sum is conserved: zero gradient)
+    assert any(p.grad is not None and p.grad.any() for p in model.parameters())
+    cfg = TrainConfig(model="tiny-2d", epochs=1, batch=3, window=4, pushforward=1)
+    record = train(data, tmp_path / "pf", cfg)
+    assert math.isfinite(record["val_loss"])
+    state = torch.load(tmp_path / "pf" / "train_state.pt", weights_only=True)
+    settings = json.loads(state["config"])
+    del settings["pushforward"]  # as saved before the option existed
+    state["config"] = json.dumps(settings)
+    torch.save(state, tmp_path / "pf" / "train_state.pt")
+    again = TrainConfig(model="tiny-2d", epochs=2, batch=3, window=4)
+    with pytest.raises(InputError, match="other settings"):
+        train(data, tmp_path / "pf", again, resume=True)  # epochs differ: still refused
+    old = TrainConfig(model="tiny-2d", epochs=1, batch=3, window=4)
+    state["config"] = json.dumps({**settings, "epochs": 1})
+    torch.save(state, tmp_path / "pf" / "train_state.pt")
+    assert train(data, tmp_path / "pf", old, resume=True) == {}  # nothing left to do, but accepted

@@ -85,6 +85,9 @@ class TrainConfig(Settings):
                        doc="Decay of the moving average of the weights that is validated and saved (0: raw weights).")
     schedule = param.Selector(default="constant", objects=list(SCHEDULES),
                               doc="Learning rate: constant, or cosine down to lr/20 at the last epoch.")
+    pushforward = param.Integer(0, bounds=(0, 100_000),
+                                doc="Score only the last N predicted frames of each sample (0: all); the "
+                                    "frames before them run without gradient (the pushforward trick).")
     snapshot_every = param.Integer(0, bounds=(0, 100_000), doc="Keep the checkpoint of every N-th epoch in "
                                                                "epochs/ (for the learning curve; 0: none).")
     seed = param.Integer(0, bounds=(0, MAX_SEED), doc="Seed of the split, shuffling, augmentation and noise.")
@@ -217,10 +220,12 @@ def composite_loss(pred: torch.Tensor, seq: torch.Tensor, eta: torch.Tensor, pre
 
 
 def unroll(model: CRNN, seq: torch.Tensor, given: int, cond, noise: float,
-           gen: torch.Generator | None, *, with_inputs: bool = False):
+           gen: torch.Generator | None, *, with_inputs: bool = False, detached: int = 0):
     """Predictions of frames 1..T−1; inputs are true frames before `given`, then the model's own.
 
-    With `with_inputs` also returns the noise-free input of every step, (B, T−1, *grid).
+    The first `detached` steps run without gradient (pushforward: later steps learn from the
+    model's own rolled-out inputs without back-propagation through them). With `with_inputs`
+    also returns the noise-free input of every step, (B, T−1, *grid).
     """
     hidden, phi, preds, inputs = None, seq[:, 0], [], []
     for t in range(seq.shape[1] - 1):
@@ -228,7 +233,8 @@ def unroll(model: CRNN, seq: torch.Tensor, given: int, cond, noise: float,
         inputs.append(inp)
         if noise > 0 and gen is not None:
             inp = inp + noise * torch.randn(inp.shape, generator=gen).to(inp)
-        phi, hidden = model(inp, hidden, cond)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and t >= detached):
+            phi, hidden = model(inp, hidden, cond)
         preds.append(phi)
     preds = torch.stack(preds, dim=1)
     return (preds, torch.stack(inputs, dim=1)) if with_inputs else preds
@@ -433,7 +439,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
         if not (out / STATE_FILE).is_file():
             raise InputError(f"{out / STATE_FILE}: nothing to resume")
         state = read_state(out / STATE_FILE, "--resume")
-        if state["settings"] != cfg.to_dict():
+        # options added after a run started take their defaults, so older runs still resume
+        if {**TrainConfig().to_dict(), **state["settings"]} != cfg.to_dict():
             raise InputError(f"{out}: the saved run used other settings: {state['config']}")
         model.load_state_dict(state["model"])
         if cfg.ema > 0:
@@ -459,9 +466,10 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 b = order[b0:b0 + cfg.batch]
                 seq = augment(window_of(data.phi[b], cfg.window, gen, cfg.first_window), gen).to(device)
                 eta = data.eta[b].to(device)
+                skip = max(0, seq.shape[1] - 1 - cfg.pushforward) if cfg.pushforward else 0
                 pred, inputs = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen,
-                                      with_inputs=True)
-                loss = composite_loss(pred, seq, eta, preset, cfg, inputs)
+                                      with_inputs=True, detached=skip)
+                loss = composite_loss(pred[:, skip:], seq[:, skip:], eta, preset, cfg, inputs[:, skip:])
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"training diverged: the loss became {loss.item()} in epoch "
                                            f"{epoch + 1}; the last finished epoch is kept in {out} "

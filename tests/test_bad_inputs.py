@@ -331,3 +331,6 @@ def test_an_interrupt_swallowed_by_a_library_still_stops_the_write(tmp_path):
 
     assert run_guarded(command, None) == 130
     assert list(tmp_path.iterdir()) == []
+    with atomic_path(out) as tmp:  # after the command, library writes commit again
+        tmp.write_bytes(b"later")
+    assert out.read_bytes() == b"later"

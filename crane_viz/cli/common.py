@@ -37,16 +37,15 @@ def add_param_options(parser: argparse.ArgumentParser, cls: type[param.Parameter
         if name == "name" or (names is not None and name not in names):
             continue
         flag = "--" + name.replace("_", "-")
-        default = p.default
-        help_text = (p.doc or "") + _bounds_text(p) + ("" if default is None else f" Default: {default}.")
+        choices = [c for c in p.objects if c is not None] if isinstance(p, param.Selector) else []
+        limits = f" One of: {', '.join(map(str, choices))}." if choices else _bounds_text(p)
+        help_text = (p.doc or "") + limits + ("" if p.default is None else f" Default: {p.default}.")
         help_text = help_text.replace("%", "%%")
         if isinstance(p, param.Boolean):
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
         elif isinstance(p, param.Selector):
-            choices = [c for c in p.objects if c is not None]
             # no argparse `choices`: the settings class refuses a bad value in one line naming the option
             kind = type(choices[0]) if choices and all(type(c) is type(choices[0]) for c in choices) else str
-            help_text = f"{p.doc or ''} One of: {', '.join(map(str, choices))}." + help_text[len(p.doc or ''):]
             parser.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(), help=help_text)
         elif isinstance(p, param.Integer):
             parser.add_argument(flag, dest=name, type=int, default=None, help=help_text)
@@ -83,7 +82,6 @@ def run_guarded(func, args) -> int:
 
     SIGTERM is treated like Ctrl-C, so temporary files are removed on the way out either way.
     """
-    INTERRUPTED.clear()
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         code = func(args) or 0
@@ -99,3 +97,4 @@ def run_guarded(func, args) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        INTERRUPTED.clear()  # the flag speaks for this command only (library callers write after it)

@@ -59,11 +59,17 @@ class Settings(param.Parameterized):
     """Base of every settings class: a bound violated on construction is an InputError."""
 
     def __init__(self, **params):
-        """Bounds are checked on construction; a violation is an InputError naming the bound."""
+        """Bounds are checked on construction; a violation is an InputError naming the bound.
+
+        A number given as ±inf is refused too: param lets it through wherever a bound is open.
+        """
         try:
             super().__init__(**params)
         except ValueError as exc:
             raise InputError(_plain(str(exc))) from None
+        for name, value in params.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
 
 
 class InitialConditionSettings(Settings):

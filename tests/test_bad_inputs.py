@@ -200,6 +200,8 @@ TRAIN = [
     (["--out", "{readonly}/run"], "cannot write"),
     (["--out", "{dir}/resume_run", "--resume"], "train_state.pt"),
     (["--noise", "-1"], "--noise"),
+    (["--grad-weight", "inf"], "--grad-weight must be a finite number"),
+    (["--clip-norm", "inf"], "--clip-norm must be a finite number"),
     (["--val-fraction", "1"], "--val-fraction"),
     (["--model", "foo"], "--model"),
     (["--model", "tiny-3d"], "3D"),

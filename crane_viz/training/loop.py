@@ -94,8 +94,6 @@ class TrainConfig(Settings):
 
     def __init__(self, **params):
         super().__init__(**params)
-        if not math.isfinite(self.lr):
-            raise InputError(f"--lr must lie in (0, 1], not {self.lr}")
         if self.max_frames == 1:
             raise InputError("--max-frames must be 0 (all) or at least 2, not 1")
 

@@ -1,25 +1,77 @@
-"""Frames per second the explorer delivers to a browser (headless Chromium via Playwright).
+"""Frames per second the explorer delivers to a browser, and where each frame's time goes.
 
-Usage: python benchmarks/bench_app.py [--seconds 15]
+Usage: python benchmarks/bench_app.py [--seconds 15] [--cases 2d|3d|all] [--stages-only]
 
-Serves the explorer (crane_viz.app), opens a page per case, presses Play, and counts the frame numbers the
-page shows over `--seconds` of wall time: 2D 128² surrogate alone, 2D 128² with the spectral
-reference, and 3D 64³ (with the FD reference on the full grid when the model is half-resolution).
+Two parts, same run:
+1. Server stages, in this process, per frame (median over `--frames`): each engine's step, the
+   metrics, the views' Bokeh updates (colour bars and maps are mapped in the browser), and the
+   serialisation of the resulting PATCH-DOC message (its bytes too).
+2. The served app in headless Chromium (Playwright): for each case, open a page, press Play and
+   count the frame numbers the page shows over `--seconds`; the page's updates per second, the
+   websocket bytes, and the browser main thread's time by kind (script, layout, style), read
+   from Chrome's performance counters, per update.
+Everything shares this machine's cores: the server's torch threads are the app's own setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import socket
+import statistics
 import time
-
-from playwright.sync_api import sync_playwright
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--enable-unsafe-swiftshader"]
+CASES = {"2d": [("2D 128², surrogate alone", "coherent-2d", 128, "none"),
+                ("2D 128², with spectral reference", "coherent-2d", 128, "spectral"),
+                ("2D 128², with FD reference", "coherent-2d", 128, "fd")],
+         "3d": [("3D 32³, with FD reference", "plain-3d", 32, "fd"),
+                ("3D 32³, surrogate alone", "plain-3d", 32, "none"),
+                ("3D 64³, with FD reference", "plain-3d", 64, "fd"),
+                ("3D 64³, surrogate alone", "plain-3d", 64, "none")]}
 
 
+# ---------------------------------------------------------------- part 1: server stages
+def server_stages(model: str, size: int, reference: str, frames: int) -> dict[str, float]:
+    """Median milliseconds per frame of each server stage, and the bytes of one update."""
+    from bokeh.document import Document
+    from bokeh.protocol import Protocol
+
+    from crane_viz.app.views import CutawayView, LiveDisplay, MapsView, PlotsView
+    from crane_viz.live.controller import ExplorerSettings, LiveRun
+
+    settings = ExplorerSettings(model=model, size=size, reference=reference)
+    doc = Document()
+    display = LiveDisplay(doc, MapsView(on_paint=lambda x, y: None), PlotsView(), CutawayView())
+    live = display.live = LiveRun(settings, lambda *a: None)
+    for view in (display.maps, display.plots, display.status, display.counter):
+        doc.add_root(view.__panel__().get_root(doc) if hasattr(view, "__panel__") else view.get_root(doc))
+    events = []
+    doc.callbacks.on_change(events.append)
+    protocol, rows = Protocol(), []
+    for _ in range(frames + 2):
+        t0 = time.perf_counter()
+        frame = live.session.step()
+        t1 = time.perf_counter()
+        events.clear()
+        display.show([frame], display.cutaway.render(frame) if live.info["dim"] == 3 else None)
+        t2 = time.perf_counter()
+        messages = [protocol.create("PATCH-DOC", [e]) for e in events]
+        size_bytes = sum(len(m.header_json) + len(m.metadata_json) + len(m.content_json)
+                         + sum(len(b.to_bytes()) for b in m.buffers) for m in messages)
+        t3 = time.perf_counter()
+        m = frame.metrics
+        reference_ms = 0.0 if reference == "none" else m["reference_ms"]
+        rows.append({"surrogate step": m["surrogate_ms"], "reference step": reference_ms,
+                     "metrics + copies": (t1 - t0) * 1e3 - m["surrogate_ms"] - reference_ms,
+                     "views (Bokeh models" + (", cutaway PNGs)" if live.info["dim"] == 3 else ")"): (t2 - t1) * 1e3,
+                     "serialise (PATCH-DOC)": (t3 - t2) * 1e3, "kB per update": size_bytes / 1e3})
+    live.close()
+    return {k: statistics.median(r[k] for r in rows[2:]) for k in rows[0]}
+
+
+# ---------------------------------------------------------------- part 2: the browser
 def serve():
     import panel as pn
     import torch
@@ -42,38 +94,92 @@ def frame(page) -> int:
     return int(status.first.inner_text().split()[1]) if status.count() else 0
 
 
-def measure(browser, url, seconds):
+class PageCounters:
+    """Chrome's cumulative main-thread durations and the websocket frames a page received."""
+
+    KINDS = ("ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "TaskDuration")
+
+    def __init__(self, page):
+        self.cdp = page.context.new_cdp_session(page)
+        self.cdp.send("Performance.enable")
+        self.cdp.send("Network.enable")
+        self.messages, self.bytes = 0, 0
+        self.cdp.on("Network.webSocketFrameReceived", self._frame)
+
+    def _frame(self, event):
+        response = event["response"]
+        payload = response.get("payloadData", "")
+        self.messages += 1
+        self.bytes += len(payload) * 3 // 4 if response.get("opcode") == 2 else len(payload.encode())
+
+    def read(self) -> dict[str, float]:
+        metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
+        return {**{k: metrics.get(k, 0.0) for k in self.KINDS}, "messages": self.messages, "bytes": self.bytes}
+
+
+def measure(browser, url, seconds) -> dict[str, float]:
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     page.goto(url)
     page.wait_for_selector("text=Play", timeout=120_000)
+    counters = PageCounters(page)
     page.click("text=Play")
     while frame(page) < 2:
         time.sleep(0.1)
-    f0, t0 = frame(page), time.perf_counter()
-    time.sleep(seconds)
-    f1, t1 = frame(page), time.perf_counter()
+    f0, t0, c0 = frame(page), time.perf_counter(), counters.read()
+    shown, last = 0, f0
+    while time.perf_counter() - t0 < seconds:  # updates: changes of the shown frame number
+        time.sleep(0.02)
+        now = frame(page)
+        shown, last = shown + (now != last), now
+    f1, t1, c1 = frame(page), time.perf_counter(), counters.read()
     page.click("text=Pause")
     page.close()
-    return (f1 - f0) / (t1 - t0)
+    wall = t1 - t0
+    d = {k: c1[k] - c0[k] for k in c0}
+    updates = max(shown, 1)
+    return {"frames/s": (f1 - f0) / wall, "updates/s": shown / wall,
+            "kB/update": d["bytes"] / 1e3 / updates, "messages/update": d["messages"] / updates,
+            "main thread % busy": 100 * d["TaskDuration"] / wall,
+            "script ms/update": 1e3 * d["ScriptDuration"] / updates,
+            "layout+style ms/update": 1e3 * (d["LayoutDuration"] + d["RecalcStyleDuration"]) / updates}
+
+
+def row(label: str, values: dict, header: bool) -> None:
+    """One markdown table row (after the header, for the first)."""
+    if header:
+        print("| case | " + " | ".join(values) + " |")
+        print("|---|" + "---|" * len(values))
+    print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values.values()) + " |", flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=15)
-    ap.add_argument("--model-2d", default="coherent-2d")
-    ap.add_argument("--model-3d", default="plain-3d")
+    ap.add_argument("--seconds", type=float, default=15, help="browser time per case")
+    ap.add_argument("--frames", type=int, default=20, help="frames per case for the server stages")
+    ap.add_argument("--cases", choices=["2d", "3d", "all"], default="all")
+    ap.add_argument("--stages-only", action="store_true", help="skip the browser part")
     args = ap.parse_args()
+    import torch
+
+    from crane_viz.live.controller import APP_THREADS
+
+    torch.set_num_threads(APP_THREADS)
+    cases = [c for key in ("2d", "3d") if args.cases in (key, "all") for c in CASES[key]]
+    print(f"torch {torch.__version__}, {APP_THREADS} torch thread(s) per app process (as served)\n")
+    print("Server stages, ms per frame (median):")
+    for i, (label, model, size, ref) in enumerate(cases):
+        row(label, server_stages(model, size, ref, args.frames), header=i == 0)
+    if args.stages_only:
+        return
+    from playwright.sync_api import sync_playwright
+
     server, url = serve()
-    cases = [("2D 128², surrogate alone", f"?model={args.model_2d}&size=128&reference=none"),
-             ("2D 128², with spectral reference", f"?model={args.model_2d}&size=128&reference=spectral"),
-             ("3D 32³, with FD reference", f"?model={args.model_3d}&size=32&reference=fd"),
-             ("3D 32³, surrogate alone", f"?model={args.model_3d}&size=32&reference=none"),
-             ("3D 64³, with FD reference", f"?model={args.model_3d}&size=64&reference=fd"),
-             ("3D 64³, surrogate alone", f"?model={args.model_3d}&size=64&reference=none")]
+    print("\nIn the browser (headless Chromium), while playing:")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        for label, query in cases:
-            print(f"{label:<36} {measure(browser, url + query, args.seconds):6.2f} frames/s", flush=True)
+        for i, (label, model, size, ref) in enumerate(cases):
+            query = f"?model={model}&size={size}&reference={ref}"
+            row(label, measure(browser, url + query, args.seconds), header=i == 0)
         browser.close()
     server.stop()
 

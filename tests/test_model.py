@@ -6,6 +6,7 @@ import torch
 from crane_viz.engines import SpectralSolver, rollout
 from crane_viz.engines.fd import periodic_laplacian
 from crane_viz.engines.surrogate import SurrogateEngine, downsample, upsample
+from crane_viz.nn import model as model_module
 from crane_viz.nn.model import CRNN, REGISTRY, CRNNConfig, PhysicsUpdate, count_parameters, get_config
 from crane_viz.physics.initial import perlin_field
 from crane_viz.physics.presets import get_preset
@@ -148,3 +149,15 @@ def test_the_package_example_runs_and_the_api_resolves():
     assert 0 < scope["mae"] < 0.2 and scope["f_over_v"] > 0
     for name in crane_viz.__all__:
         assert getattr(crane_viz, name) is not None
+
+
+def test_cpu_tanh_is_torch_tanh_and_keeps_gradients():
+    """The model's CPU tanh (2σ(2x) − 1, for speed) is tanh to float32 round-off, saturates
+    without overflow, and differentiates like tanh."""
+    x = torch.linspace(-60, 60, 200_001, requires_grad=True)
+    y = model_module.tanh(x)
+    assert (y - torch.tanh(x)).abs().max().item() < 3e-7
+    assert y.min().item() == -1.0 and y.max().item() == 1.0
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    exact = 1 - torch.tanh(x.detach().double()) ** 2
+    assert (grad.double() - exact).abs().max().item() < 1e-6  # a few float32 ε of a slope ≤ 1

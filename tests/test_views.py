@@ -5,6 +5,7 @@ import pytest
 
 pytest.importorskip("panel")
 
+from bokeh.document import Document  # noqa: E402
 from bokeh.models import ColorBar, Legend  # noqa: E402
 
 from crane_viz.app.views import MapsView, PlotsView  # noqa: E402
@@ -56,3 +57,55 @@ def test_a_diverged_sweep_point_is_drawn_as_diverged(tmp_path):
     assert list(data["outcome"]) == ["diverged", "homogeneous"]
     assert data["color"][0] == PhaseView.COLORS["diverged"] != PhaseView.COLORS["homogeneous"]
     assert data["line"][0] == "black" and data["line"][1] == PhaseView.COLORS["homogeneous"]
+
+
+class QueuedDoc(Document):
+    """A session's document without a server: next-tick callbacks wait until `run` is called."""
+
+    def __init__(self):
+        super().__init__()
+        self.queued = []
+
+    def add_next_tick_callback(self, callback):
+        self.queued.append(callback)
+
+    def run(self):
+        queued, self.queued = self.queued, []
+        for callback in queued:
+            callback()
+
+
+def test_batches_offered_while_the_page_is_busy_join_one_update():
+    """A slow page gets one update for everything offered meanwhile: the maps show the newest
+    frame, the plots every frame (throttled while playing, complete once paused), and frames made
+    before a reset are dropped."""
+    from crane_viz.app.views import CutawayView, LiveDisplay
+    from crane_viz.live.controller import ExplorerSettings, LiveRun
+
+    doc = QueuedDoc()
+    display = LiveDisplay(doc, MapsView(on_paint=lambda x, y: None), PlotsView(), CutawayView())
+    live = display.live = LiveRun(ExplorerSettings(model="coherent-2d", size=32, reference="spectral"),
+                                  display.offer, lambda *_: None)
+    stale = live.session.step()
+    old = live.generation
+    live.reset()
+    frames = [live.session.step() for _ in range(5)]
+    display.offer([stale], old)
+    for frame in frames:
+        display.offer([frame], live.generation)
+    assert len(doc.queued) == 1  # one update waits, however many batches arrive
+    doc.run()
+    assert display.counter.value == frames[-1].index == 5
+    assert list(display.plots.source.data["time"]) == [f.time for f in frames]
+    image = display.maps.sources["surrogate"].data["image"][0]
+    assert (image == frames[-1].surrogate.T).all()
+    live._playing.set()  # while playing, the plots wait for their interval …
+    display._plotted_at = float("inf")
+    display.offer([live.session.step()], live.generation)
+    doc.run()
+    assert len(display.plots.source.data["time"]) == 5 and display.counter.value == 6
+    live.pause()  # … and catch up when the run pauses
+    display.say("paused")
+    doc.run()
+    assert len(display.plots.source.data["time"]) == 6
+    live.close(timeout=5)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from functools import partial
 
-import numpy as np
 import panel as pn
 
 from ..errors import CraneVizError
@@ -20,19 +18,17 @@ from ..live.controller import (
     MAX_SIDE,
     SIZES,
     ExplorerSettings,
-    FrameTimes,
     LiveRun,
     apply_each,
     gui_wording,
-    load_note,
     may_train,
     model_choices,
 )
 from ..physics.initial import load_field
-from .common import CLASSROOM_ENV, later
+from .common import CLASSROOM_ENV
 from .phase_tab import PhaseView
 from .training_tab import TrainingView
-from .views import CutawayView, ExportView, MapsView, PlotsView
+from .views import CutawayView, ExportView, LiveDisplay, MapsView, PlotsView
 
 pn.extension("vtk", notifications=True)
 
@@ -53,42 +49,10 @@ def create_app():
     if pn.state.location is not None:
         pn.state.location.sync(settings, {k: k for k in URL_KEYS}, on_error=refused_from_url)
     doc = pn.state.curdoc
-    status = pn.pane.Markdown("", sizing_mode="stretch_width")
     maps, plots, cutaway = MapsView(on_paint=lambda x, y: paint(x, y)), PlotsView(), CutawayView()
-    counter = pn.indicators.Number(label="frame", value=0, font_size="20pt", title_size="10pt")
-
-    def show(frames, generation, pngs=None):
-        if generation != live.generation:  # computed before a reset: its plots were cleared
-            return
-        if pngs:
-            cutaway.show(pngs)
-        last = frames[-1]
-        dim = live.info["dim"]
-        maps.update(last, dim)
-        plots.add(frames)
-        counter.value = last.index
-        for frame in frames[:-1]:
-            times.add(frame.metrics)
-        m = times.add(last.metrics)  # rolling medians, robust to one slow frame
-        ratio = m["reference_ms"] / m["surrogate_ms"] if m["surrogate_ms"] > 0 else float("nan")
-        ref_text = "" if np.isnan(m["reference_ms"]) else \
-            f" · reference {m['reference_ms']:.0f} ms/frame · reference ÷ surrogate {ratio:.2f}"
-        busy = load_note()
-        status.object = (f"frame {last.index} · t = {last.time:g} · surrogate {m['surrogate_ms']:.0f} "
-                         f"ms/frame{ref_text} (medians of the last {times.window}){' · ' + busy if busy else ''}"
-                         f" · {live.describe()}")
-
-    times = FrameTimes()
-
-    def on_frames(frames, generation):
-        """Worker thread: render 3D images here, hand everything to the event loop to display."""
-        pngs = cutaway.render(frames[-1]) if live.info["dim"] == 3 else None
-        later(doc, partial(show, frames, generation, pngs))
-
-    def on_state(message):
-        later(doc, lambda: setattr(status, "object", message))
-
-    live = LiveRun(settings, on_frames, on_state)
+    display = LiveDisplay(doc, maps, plots, cutaway)
+    status, counter = display.status, display.counter
+    live = display.live = LiveRun(settings, display.offer, display.say)
 
     def paint(x, y):
         if live.info["dim"] != 2:
@@ -137,9 +101,7 @@ def create_app():
         except (CraneVizError, ValueError) as exc:
             report(exc)
             return
-        plots.clear()
-        times.clear()
-        counter.value = 0
+        display.clear()
         maps.update(live.session.current(), live.info["dim"])
         if live.info["dim"] == 3:
             cutaway.update(live.session.current())
@@ -169,7 +131,7 @@ def create_app():
 
     rotate.on_click(do_rotate)
     play.on_click(lambda _: (cutaway.interactive.clear(), live.play()))
-    pause.on_click(lambda _: live.pause())
+    pause.on_click(lambda _: (live.pause(), display.flush_plots()))
     step.on_click(lambda _: live.step())
     reset.on_click(do_reset)
     upload.param.watch(do_upload, "value")

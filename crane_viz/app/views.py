@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -11,12 +12,15 @@ import panel as pn
 import torch
 from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
 from bokeh.plotting import figure
+from panel.io.document import hold
 
 from ..engines.surrogate import downsample
 from ..live.controller import (
     ExportJob,
+    FrameTimes,
     LiveRun,
     gui_wording,
+    load_note,
     record_run,
 )
 from .common import MAP_PX, PALETTE, View, later
@@ -185,6 +189,93 @@ class CutawayView(View):
 
     def _layout(self):
         return pn.Column(pn.Row(*self.images.values()), self.interactive)
+
+
+class LiveDisplay:
+    """Puts a live run's frames on the page at the pace the page can take.
+
+    The worker thread `offer`s each batch; one update at a time waits on the session's event
+    loop, and batches that arrive meanwhile join it (the maps show the newest frame, the plots
+    get every frame). A slow browser or a busy core thus lowers the update rate, never the
+    simulation's, and no backlog of stale updates builds up. The metric plots, which cost the
+    browser ten times what the maps do (bench_app), are redrawn at most every `plot_interval`
+    seconds while playing, with every frame's values, and at once when the run pauses.
+    """
+
+    plot_interval = 0.5
+
+    def __init__(self, doc, maps: MapsView, plots: PlotsView, cutaway: CutawayView):
+        self.doc, self.maps, self.plots, self.cutaway = doc, maps, plots, cutaway
+        self.live: LiveRun | None = None  # set once the run exists (it reports through this display)
+        self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.counter = pn.indicators.Number(label="frame", value=0, font_size="20pt", title_size="10pt")
+        self.times = FrameTimes()
+        self._lock = threading.Lock()
+        self._pending: list = []  # (frames, generation, pngs) offered since the last update
+        self._scheduled = False
+        self._unplotted: list = []  # frames shown in the maps, not yet in the plots
+        self._plotted_at = 0.0
+
+    def offer(self, frames, generation) -> None:
+        """Worker thread: queue a batch (rendering 3D cutaways here, off the event loop)."""
+        pngs = self.cutaway.render(frames[-1]) if self.live.info["dim"] == 3 else None
+        with self._lock:
+            self._pending.append((frames, generation, pngs))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        later(self.doc, self._update)
+
+    def say(self, message: str) -> None:
+        """Any thread: show a status or warning line (and plot what is not plotted yet)."""
+        def show():
+            self.status.object = message
+            self.flush_plots()
+        later(self.doc, show)
+
+    def clear(self) -> None:
+        self.plots.clear()
+        self.times.clear()
+        self._unplotted.clear()
+        self.counter.value = 0
+
+    def flush_plots(self) -> None:
+        """Event loop: put the frames not yet plotted into the plots."""
+        if self._unplotted:
+            self.plots.add(self._unplotted)
+            self._unplotted = []
+        self._plotted_at = time.monotonic()
+
+    def _update(self) -> None:
+        with self._lock:
+            batches, self._pending, self._scheduled = self._pending, [], False
+        current = [b for b in batches if b[1] == self.live.generation]  # older ones predate a reset
+        if not current:
+            return
+        with hold(self.doc):
+            self.show([f for frames, _, _ in current for f in frames],
+                      next((p for _, _, p in reversed(current) if p), None))
+
+    def show(self, frames, pngs=None) -> None:
+        """Put frames on the page now (event loop): the newest in the maps, all in the plots."""
+        if pngs:
+            self.cutaway.show(pngs)
+        last = frames[-1]
+        self.maps.update(last, self.live.info["dim"])
+        self._unplotted.extend(frames)
+        if not self.live.playing or time.monotonic() - self._plotted_at >= self.plot_interval:
+            self.flush_plots()
+        self.counter.value = last.index
+        for frame in frames[:-1]:
+            self.times.add(frame.metrics)
+        m = self.times.add(last.metrics)  # rolling medians, robust to one slow frame
+        ratio = m["reference_ms"] / m["surrogate_ms"] if m["surrogate_ms"] > 0 else float("nan")
+        ref_text = "" if np.isnan(m["reference_ms"]) else \
+            f" · reference {m['reference_ms']:.0f} ms/frame · reference ÷ surrogate {ratio:.2f}"
+        busy = load_note()
+        self.status.object = (f"frame {last.index} · t = {last.time:g} · surrogate {m['surrogate_ms']:.0f} "
+                              f"ms/frame{ref_text} (medians of the last {self.times.window})"
+                              f"{' · ' + busy if busy else ''} · {self.live.describe()}")
 
 
 class ExportView(View):

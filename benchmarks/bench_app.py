@@ -3,9 +3,12 @@
 Usage: python benchmarks/bench_app.py [--seconds 15] [--cases 2d|3d|all] [--stages-only]
 
 Two parts, same run:
-1. Server stages, in this process, per frame (median over `--frames`): each engine's step, the
-   metrics, the views' Bokeh updates (colour bars and maps are mapped in the browser), and the
-   serialisation of the resulting PATCH-DOC message (its bytes too).
+1. Server stages, in this process, per frame (median over `--frames`): each engine's step (the
+   reference on its own thread, so a frame costs the slower one plus the metrics), the views'
+   updates (maps are colour-mapped in the browser; in 3D this includes contouring the cutaway
+   meshes the browser draws, whose bytes are the "mesh kB"), and the serialisation of the
+   Bokeh PATCH-DOC messages with their bytes (the mesh travels in Panel's component messages,
+   counted in part 2's websocket bytes).
 2. The served app in headless Chromium (Playwright): for each case, open a page, press Play and
    count the frame numbers the page shows over `--seconds`; the page's updates per second, the
    websocket bytes, and the browser main thread's time by kind (script, layout, style), read
@@ -35,6 +38,7 @@ CASES = {"2d": [("2D 128², surrogate alone", "coherent-2d", 128, "none"),
 # ---------------------------------------------------------------- part 1: server stages
 def server_stages(model: str, size: int, reference: str, frames: int) -> dict[str, float]:
     """Median milliseconds per frame of each server stage, and the bytes of one update."""
+    import panel as pn
     from bokeh.document import Document
     from bokeh.protocol import Protocol
 
@@ -45,8 +49,8 @@ def server_stages(model: str, size: int, reference: str, frames: int) -> dict[st
     doc = Document()
     display = LiveDisplay(doc, MapsView(on_paint=lambda x, y: None), PlotsView(), CutawayView())
     live = display.live = LiveRun(settings, lambda *a: None)
-    for view in (display.maps, display.plots, display.status, display.counter):
-        doc.add_root(view.__panel__().get_root(doc) if hasattr(view, "__panel__") else view.get_root(doc))
+    display.cutaway.active = live.info["dim"] == 3
+    pn.Column(display.maps, display.plots, display.cutaway, display.status, display.counter).server_doc(doc)
     events = []
     doc.callbacks.on_change(events.append)
     protocol, rows = Protocol(), []
@@ -55,18 +59,21 @@ def server_stages(model: str, size: int, reference: str, frames: int) -> dict[st
         frame = live.session.step()
         t1 = time.perf_counter()
         events.clear()
-        display.show([frame], display.cutaway.render(frame) if live.info["dim"] == 3 else None)
+        meshes = display.cutaway.meshes(frame) if display.cutaway.active else None
+        display.show([frame], meshes)
         t2 = time.perf_counter()
         messages = [protocol.create("PATCH-DOC", [e]) for e in events]
         size_bytes = sum(len(m.header_json) + len(m.metadata_json) + len(m.content_json)
                          + sum(len(b.to_bytes()) for b in m.buffers) for m in messages)
         t3 = time.perf_counter()
         m = frame.metrics
-        reference_ms = 0.0 if reference == "none" else m["reference_ms"]
-        rows.append({"surrogate step": m["surrogate_ms"], "reference step": reference_ms,
-                     "metrics + copies": (t1 - t0) * 1e3 - m["surrogate_ms"] - reference_ms,
-                     "views (Bokeh models" + (", cutaway PNGs)" if live.info["dim"] == 3 else ")"): (t2 - t1) * 1e3,
-                     "serialise (PATCH-DOC)": (t3 - t2) * 1e3, "kB per update": size_bytes / 1e3})
+        mesh_bytes = sum(a.nbytes for key, arrays in (meshes or {}).items() if key != "time"
+                         for a in arrays.values())
+        rows.append({"surrogate step": m["surrogate_ms"],
+                     "reference step": 0.0 if reference == "none" else m["reference_ms"],
+                     "frame (steps ∥, metrics)": (t1 - t0) * 1e3,
+                     "views": (t2 - t1) * 1e3, "serialise": (t3 - t2) * 1e3,
+                     "kB/update": size_bytes / 1e3, "mesh kB": mesh_bytes / 1e3})
     live.close()
     return {k: statistics.median(r[k] for r in rows[2:]) for k in rows[0]}
 

@@ -141,16 +141,49 @@ def test_url_sets_eta_and_3d_model_renders_isosurface(browser, server):
     page.close()
     page, _ = open_page(browser, server + "?model=untrained+small-3d&size=32&reference=fd")
     assert not page.locator("text=/Eta percent/").first.is_visible()  # no η channel, no η slider
-    page.click("text=3D cutaway")
-    page.wait_for_selector("img", timeout=60_000)
-    page.wait_for_timeout(1000)
+    page.locator(".crane-cutaway canvas").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
     shot = ARTIFACTS / "explorer-3d.png"
-    img = page.locator("img").first
-    img.screenshot(path=str(shot))
+    page.locator(".crane-cutaway canvas").first.screenshot(path=str(shot))
     import imageio.v3 as iio
     pixels = iio.imread(shot)[..., :3].astype(int)
-    assert (np.abs(pixels - 255).sum(-1) > 60).mean() > 0.1  # the cutaway was drawn
+    assert (np.abs(pixels - 255).sum(-1) > 60).mean() > 0.1  # the cutaway was drawn (WebGL)
     page.close()
+
+
+def test_3d_cutaway_turns_while_the_run_plays(browser, server):
+    """The browser draws the cutaways (vtk.js, WebGL): a drag turns both views while frames keep
+    coming, and new frames keep the turned camera (#14)."""
+    page, outside = open_page(browser, server + "?model=untrained+small-3d&size=32&reference=fd")
+    views = page.locator(".crane-cutaway canvas")
+    canvas = views.first
+    canvas.wait_for(timeout=60_000)
+    page.click("text=Play")
+    start = wait_frames(page, 2)
+    page.wait_for_timeout(500)
+    camera = """() => { const g = window.craneCutawayGroups.cutaway;
+        return [[...g.views].every(v => v.renderer.getActiveCamera() === g.camera), g.camera.getPosition()] }"""
+    shared, before = page.evaluate(camera)
+    assert shared  # surrogate and reference views share one camera
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for k in range(1, 16):
+        page.mouse.move(x + 10 * k, y + 2 * k)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    _, turned = page.evaluate(camera)
+    assert np.linalg.norm(np.subtract(turned, before)) > 0.5  # the box is a unit cube
+    reached = wait_frames(page, start + 3)
+    assert reached >= start + 3  # still playing
+    page.wait_for_timeout(800)
+    _, later = page.evaluate(camera)
+    assert np.allclose(later, turned)  # new frames keep the user's view
+    page.locator(".crane-cutaway").first.screenshot(path=str(ARTIFACTS / "explorer-3d-turned.png"))
+    page.click("text=Pause")
+    page.close()
+    assert outside == [], outside
 
 
 def test_a_link_with_bad_values_opens_with_a_notice(browser, server):

@@ -103,9 +103,8 @@ def create_app():
             return
         display.clear()
         maps.update(live.session.current(), live.info["dim"])
-        if live.info["dim"] == 3:
-            cutaway.update(live.session.current())
         tabs.active = 1 if live.info["dim"] == 3 and tabs.active == 0 else tabs.active
+        sync_cutaway()
         phase.update_line()
 
     def do_upload(event):
@@ -121,16 +120,7 @@ def create_app():
         settings.init_kind = "upload"
         do_reset()
 
-    rotate = pn.widgets.Button(label="Rotate/zoom view (paused)", width=200)
-
-    def do_rotate(_):
-        if live.info["dim"] != 3:
-            return
-        live.pause()
-        cutaway.show_interactive(live.session.current())
-
-    rotate.on_click(do_rotate)
-    play.on_click(lambda _: (cutaway.interactive.clear(), live.play()))
+    play.on_click(lambda _: live.play())
     pause.on_click(lambda _: (live.pause(), display.flush_plots()))
     step.on_click(lambda _: live.step())
     reset.on_click(do_reset)
@@ -157,12 +147,19 @@ def create_app():
     # Every tab stays attached to the page (dynamic=False): a pane updated while detached resolves its
     # stylesheets to Panel's CDN, which an offline classroom cannot reach (#16 item 10). Inactive
     # tabs are hidden instead, so the tallest one does not leave a gap under the others.
-    tabs = pn.Tabs(("2D maps", maps), ("3D cutaway", pn.Column(rotate, cutaway)),
+    tabs = pn.Tabs(("2D maps", maps), ("3D cutaway", cutaway),
                    ("Phase diagram", phase), ("Training", training_panel), dynamic=False)
+
+    def sync_cutaway():
+        """Cutaways are contoured only while their tab shows; opening it shows the current frame."""
+        cutaway.active = live.info["dim"] == 3 and tabs.active == 1
+        if cutaway.active:
+            cutaway.update(live.session.current())
 
     def show_active_tab(*_):
         for i, content in enumerate(tabs.objects):
             content.visible = i == tabs.active
+        sync_cutaway()
     tabs.param.watch(show_active_tab, "active")
     tabs.param.watch(lambda event: training.open() if event.new == 3 and local else None, "active")
     template = pn.template.BootstrapTemplate(title="crane_viz — spinodal decomposition explorer",
@@ -191,7 +188,6 @@ def create_app():
     pn.state.on_session_destroyed(closed)
     maps.update(live.session.current(), live.info["dim"])
     if live.info["dim"] == 3:
-        cutaway.update(live.session.current())
         tabs.active = 1
     status.object = live.describe()
     show_active_tab()

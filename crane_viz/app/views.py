@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
-import imageio.v3 as iio
 import numpy as np
 import panel as pn
 import torch
@@ -146,49 +144,41 @@ class PlotsView(View):
 
 
 class CutawayView(View):
-    """Server-rendered PNGs of the φ ≥ 0.5 cutaway, surrogate and reference side by side (3D)."""
+    """The φ ≥ 0.5 cutaways of surrogate and reference (3D), drawn by the browser, turning together.
+
+    `meshes` (any thread, the heavy part) contours a frame; `show` (event loop) sends the meshes.
+    While the tab is hidden (`active` False) no meshes are made; opening it shows the current frame.
+    """
 
     def __init__(self):
         super().__init__()
-        self.images = {k: pn.pane.PNG(None, width=380, height=340) for k in ("surrogate", "reference")}
-        self._renderers = {}
-        self.interactive = pn.Column()
+        from .cutaway_gl import LiveCutaway
 
-    def show_interactive(self, frame):
-        """A rotatable/zoomable vtk.js view of the surrogate's cutaway (built on request, when paused)."""
-        from ..io.render3d import CutawayRenderer
+        self.views = {k: LiveCutaway(width=430, height=380, caption=k) for k in ("surrogate", "reference")}
+        self.active = False
 
-        renderer = CutawayRenderer(window_size=(600, 500), title="surrogate")
-        renderer.draw(frame.surrogate, f"t = {frame.time:g}")
-        self.interactive[:] = [pn.pane.VTK(renderer.plotter.ren_win, width=600, height=500)]
+    def meshes(self, frame) -> dict:
+        """Each engine's cutaway mesh arrays (heavy: call it off the event loop)."""
+        from ..io.render3d import cutaway_arrays
 
-    def render(self, frame) -> dict:
-        """PNG bytes of each engine's cutaway (heavy: call it off the event loop)."""
-        from ..io.render3d import CutawayRenderer
+        return {"time": frame.time, **{key: cutaway_arrays(field) for key, field in
+                                       (("surrogate", frame.surrogate), ("reference", frame.reference))
+                                       if field is not None}}
 
-        pngs = {}
-        for key, field in (("surrogate", frame.surrogate), ("reference", frame.reference)):
-            if field is None:
-                continue
-            # one off-screen plotter per thread: an OpenGL context must stay on the thread that made it
-            slot = (key, threading.get_ident())
-            if slot not in self._renderers:
-                self._renderers[slot] = CutawayRenderer(window_size=(380, 340), title=key)
-            buf = io.BytesIO()
-            iio.imwrite(buf, self._renderers[slot].render(field, f"t = {frame.time:g}"), extension=".png")
-            pngs[key] = buf.getvalue()
-        return pngs
-
-    def show(self, pngs: dict) -> None:
-        """Put rendered PNGs on the page (call it on the session's event loop)."""
-        for key, pane in self.images.items():
-            pane.object = pngs.get(key)
+    def show(self, meshes: dict) -> None:
+        """Put meshes on the page (call it on the session's event loop)."""
+        for key, view in self.views.items():
+            view.visible = key in meshes
+            if key in meshes:
+                view.show(meshes[key], f"{key} — t = {meshes['time']:g}")
 
     def update(self, frame):
-        self.show(self.render(frame))
+        self.show(self.meshes(frame))
 
     def _layout(self):
-        return pn.Column(pn.Row(*self.images.values()), self.interactive)
+        return pn.Column(pn.pane.Markdown("Drag to turn both views, scroll to zoom — also while the run plays.",
+                                          margin=(0, 10)),
+                         pn.Row(*self.views.values()))
 
 
 class LiveDisplay:
@@ -211,16 +201,16 @@ class LiveDisplay:
         self.counter = pn.indicators.Number(label="frame", value=0, font_size="20pt", title_size="10pt")
         self.times = FrameTimes()
         self._lock = threading.Lock()
-        self._pending: list = []  # (frames, generation, pngs) offered since the last update
+        self._pending: list = []  # (frames, generation, cutaway meshes) offered since the last update
         self._scheduled = False
         self._unplotted: list = []  # frames shown in the maps, not yet in the plots
         self._plotted_at = 0.0
 
     def offer(self, frames, generation) -> None:
-        """Worker thread: queue a batch (rendering 3D cutaways here, off the event loop)."""
-        pngs = self.cutaway.render(frames[-1]) if self.live.info["dim"] == 3 else None
+        """Worker thread: queue a batch (contouring 3D cutaways here, off the event loop)."""
+        meshes = self.cutaway.meshes(frames[-1]) if self.live.info["dim"] == 3 and self.cutaway.active else None
         with self._lock:
-            self._pending.append((frames, generation, pngs))
+            self._pending.append((frames, generation, meshes))
             if self._scheduled:
                 return
             self._scheduled = True
@@ -256,10 +246,10 @@ class LiveDisplay:
             self.show([f for frames, _, _ in current for f in frames],
                       next((p for _, _, p in reversed(current) if p), None))
 
-    def show(self, frames, pngs=None) -> None:
+    def show(self, frames, meshes=None) -> None:
         """Put frames on the page now (event loop): the newest in the maps, all in the plots."""
-        if pngs:
-            self.cutaway.show(pngs)
+        if meshes:
+            self.cutaway.show(meshes)
         last = frames[-1]
         self.maps.update(last, self.live.info["dim"])
         self._unplotted.extend(frames)

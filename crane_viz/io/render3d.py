@@ -38,6 +38,28 @@ def cutaway_meshes(field: np.ndarray, level: float = LEVEL):
     return lower, iso, faces
 
 
+def cutaway_arrays(field: np.ndarray, level: float = LEVEL) -> dict[str, np.ndarray]:
+    """The cutaway as one triangle mesh for a browser (WebGL) to draw: `points` (N, 3) float32 in
+    box units [0, 1]³, per-point `value` (N,) float32 for the φ colour map (φ on the box faces,
+    1 on the isosurface: the palette's top, the colour the PNG renderer gives it) and `polys`
+    (4M,) int32 in VTK's cell layout [3, a, b, c, 3, …]."""
+    import pyvista as pv
+
+    lower, iso, faces = cutaway_meshes(field, level)
+    parts = [m for m in (lower, faces) if m.n_points]
+    if iso.n_points:
+        iso = iso.copy()
+        iso.point_data["phi"] = np.ones(iso.n_points, dtype=np.float32)
+        parts.append(iso)
+    if not parts:
+        return {"points": np.zeros((0, 3), np.float32), "value": np.zeros(0, np.float32),
+                "polys": np.zeros(0, np.int32)}
+    mesh = pv.merge(parts, merge_points=False).extract_surface(algorithm=None).triangulate()
+    return {"points": np.asarray(mesh.points, dtype=np.float32) / field.shape[0],
+            "value": np.asarray(mesh.point_data["phi"], dtype=np.float32),
+            "polys": np.asarray(mesh.faces, dtype=np.int32)}
+
+
 class CutawayRenderer:
     """Reusable off-screen plotter: `render(field) -> (H, W, 3) uint8` image of the cutaway."""
 

@@ -1,8 +1,10 @@
-"""The one rule that turns a device setting into a torch.device (CLI, app, engines, jobs)."""
+"""The one rule that turns a device setting into a torch.device (CLI, app, engines, jobs), and
+the one way to start a thread that computes."""
 
 from __future__ import annotations
 
 import re
+import threading
 
 import torch
 
@@ -30,6 +32,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if index >= torch.cuda.device_count():
             raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
     return torch.device(device)
+
+
+def compute_thread(target, name: str, threads: int | None = None) -> threading.Thread:
+    """A daemon thread (not started) that runs `target` with `threads` torch threads, by default
+    as many as the calling thread uses.
+
+    A new thread does not inherit `torch.set_num_threads`: its OpenMP team takes every core
+    while `torch.get_num_threads()` there still reports the setting, so a 128² spectral step on
+    such a thread beside another busy thread took 85–107 ms against 40 ms pinned (2 cores).
+    """
+    count = torch.get_num_threads() if threads is None else threads
+
+    def run():
+        torch.set_num_threads(count)
+        target()
+    return threading.Thread(target=run, daemon=True, name=name)
 
 
 DEVICE_HELP = f"Where tensors live: {DEVICE_CHOICES}."

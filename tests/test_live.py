@@ -183,3 +183,28 @@ def test_close_joins_the_worker_and_reports_nothing_after():
     time.sleep(0.3)
     live.step()  # a late call (a stray click) reports nothing either
     assert len(got) == seen
+
+
+def test_compute_threads_take_the_callers_torch_thread_count(monkeypatch):
+    """The live worker and the reference's thread set torch's thread count to their creator's: a
+    new thread otherwise takes every core (a 128² spectral step ran ~100× slower unpinned beside
+    a busy core)."""
+    import threading
+
+    import torch
+
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(torch, "set_num_threads",
+                        lambda n: (calls.append((threading.current_thread().name, n)), real(n)))
+    got = []
+    live = LiveRun(ExplorerSettings(model="untrained small-2d", size=32, reference="spectral"),
+                   lambda frames, generation: got.extend(frames))
+    live.play()
+    deadline = time.time() + 20
+    while len(got) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    live.close(timeout=20)
+    names = {name.split("_")[0]: n for name, n in calls}
+    assert names == {"crane-viz-live": 1, "crane-viz-reference": 1}, calls

@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import Callable
 
+from ..device import compute_thread
 from ..errors import CraneVizError
 
 log = logging.getLogger("crane_viz")
@@ -47,7 +48,7 @@ class BackgroundJob:
             else:
                 on_done(result, None)
 
-        self._thread = threading.Thread(target=run, daemon=True, name=name)
+        self._thread = compute_thread(run, name)
         self._thread.start()
         return True
 

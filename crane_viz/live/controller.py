@@ -20,6 +20,7 @@ import numpy as np
 import param
 import torch
 
+from ..device import compute_thread
 from ..engines import make_solver
 from ..engines.surrogate import SurrogateEngine, pick_device
 from ..errors import Cancelled, InputError
@@ -259,7 +260,7 @@ class LiveRun:
             return
         self._playing.set()
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, daemon=True, name="crane-viz-live")
+            self._thread = compute_thread(self._loop, "crane-viz-live")
             self._thread.start()
 
     def pause(self) -> None:

@@ -143,7 +143,11 @@ class Session:
     def _reference_thread(self) -> ThreadPoolExecutor:
         """This session's one reference worker (its thread ends when the session is dropped)."""
         if getattr(self, "_pool", None) is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="crane-viz-reference")
+            # with this thread's torch thread count (a new thread would take every core: see
+            # crane_viz.device.compute_thread)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="crane-viz-reference",
+                                            initializer=torch.set_num_threads,
+                                            initargs=(torch.get_num_threads(),))
         return self._pool
 
     def run(self, frames: int | None = None):

@@ -64,10 +64,15 @@ class QueuedDoc(Document):
 
     def __init__(self):
         super().__init__()
-        self.queued = []
+        self.queued, self.delays = [], []
 
     def add_next_tick_callback(self, callback):
         self.queued.append(callback)
+        self.delays.append(0)
+
+    def add_timeout_callback(self, callback, milliseconds):
+        self.queued.append(callback)
+        self.delays.append(milliseconds)
 
     def run(self):
         queued, self.queued = self.queued, []
@@ -79,6 +84,8 @@ def test_batches_offered_while_the_page_is_busy_join_one_update():
     """A slow page gets one update for everything offered meanwhile: the maps show the newest
     frame, the plots every frame (throttled while playing, complete once paused), and frames made
     before a reset are dropped."""
+    import time
+
     from crane_viz.app.views import CutawayView, LiveDisplay
     from crane_viz.live.controller import ExplorerSettings, LiveRun
 
@@ -99,9 +106,12 @@ def test_batches_offered_while_the_page_is_busy_join_one_update():
     assert list(display.plots.source.data["time"]) == [f.time for f in frames]
     image = display.maps.sources["surrogate"].data["image"][0]
     assert (image == frames[-1].surrogate.T).all()
-    live._playing.set()  # while playing, the plots wait for their interval …
+    live._playing.set()  # while playing, updates keep their pace and the plots their interval …
     display._plotted_at = float("inf")
-    display.offer([live.session.step()], live.generation)
+    frame = live.session.step()
+    display._updated_at = time.monotonic()  # an update just went out
+    display.offer([frame], live.generation)
+    assert 0.5 * 1000 / live.settings.updates_per_second < doc.delays[-1] <= 1000 / live.settings.updates_per_second
     doc.run()
     assert len(display.plots.source.data["time"]) == 5 and display.counter.value == 6
     live.pause()  # … and catch up when the run pauses

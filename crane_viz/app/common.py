@@ -12,8 +12,9 @@ PALETTE = "Viridis256"
 CLASSROOM_ENV = "CRANE_VIZ_CLASSROOM"  # set by `crane-viz serve --classroom`: remote browsers may not train or export
 
 
-def later(doc, callback) -> None:
-    """Run `callback` on the session's event loop with Panel's current document set to it.
+def later(doc, callback, delay: float = 0.0) -> None:
+    """Run `callback` on the session's event loop (after `delay` seconds) with Panel's current
+    document set to it.
 
     Models made or updated without it resolve their stylesheets to Panel's CDN (its fallback
     when no document is current), which an offline classroom cannot reach (#16 item 10).
@@ -21,7 +22,10 @@ def later(doc, callback) -> None:
     def run():
         with set_curdoc(doc):
             callback()
-    doc.add_next_tick_callback(run)
+    if delay > 0:
+        doc.add_timeout_callback(run, int(1000 * delay))
+    else:
+        doc.add_next_tick_callback(run)
 
 
 class View(Viewer):

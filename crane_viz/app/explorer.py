@@ -140,7 +140,7 @@ def create_app():
                  widgets={"mean": {"type": pn.widgets.FloatSlider, "step": 0.01}}),
         eta_slider,
         pn.Param(settings, parameters=["amplitude", "cells", "size", "seed", "init_kind", "reference",
-                                       "frames_per_update"], show_name=False,
+                                       "frames_per_update", "updates_per_second"], show_name=False,
                  # 3 decimals, so a 1e-3 noise does not read "0"; the seed as a number box
                  widgets={"amplitude": {"type": pn.widgets.FloatSlider, "step": 0.001, "format": "0.000"},
                           "seed": pn.widgets.IntInput}))

@@ -185,9 +185,10 @@ class LiveDisplay:
     """Puts a live run's frames on the page at the pace the page can take.
 
     The worker thread `offer`s each batch; one update at a time waits on the session's event
-    loop, and batches that arrive meanwhile join it (the maps show the newest frame, the plots
-    get every frame). A slow browser or a busy core thus lowers the update rate, never the
-    simulation's, and no backlog of stale updates builds up. The metric plots, which cost the
+    loop, no sooner than 1/`updates_per_second` after the last, and batches that arrive meanwhile
+    join it (the maps show the newest frame, the plots get every frame). A slow browser or a busy
+    core thus lowers the update rate, never the simulation's, and no backlog of stale updates
+    builds up. The metric plots, which cost the
     browser ten times what the maps do (bench_app), are redrawn at most every `plot_interval`
     seconds while playing, with every frame's values, and at once when the run pauses.
     """
@@ -205,6 +206,7 @@ class LiveDisplay:
         self._scheduled = False
         self._unplotted: list = []  # frames shown in the maps, not yet in the plots
         self._plotted_at = 0.0
+        self._updated_at = 0.0
 
     def offer(self, frames, generation) -> None:
         """Worker thread: queue a batch (contouring 3D cutaways here, off the event loop)."""
@@ -214,7 +216,8 @@ class LiveDisplay:
             if self._scheduled:
                 return
             self._scheduled = True
-        later(self.doc, self._update)
+            wait = self._updated_at + 1 / self.live.settings.updates_per_second - time.monotonic()
+        later(self.doc, self._update, wait if self.live.playing else 0.0)
 
     def say(self, message: str) -> None:
         """Any thread: show a status or warning line (and plot what is not plotted yet)."""
@@ -239,6 +242,7 @@ class LiveDisplay:
     def _update(self) -> None:
         with self._lock:
             batches, self._pending, self._scheduled = self._pending, [], False
+            self._updated_at = time.monotonic()
         current = [b for b in batches if b[1] == self.live.generation]  # older ones predate a reset
         if not current:
             return

@@ -82,7 +82,11 @@ class ExplorerSettings(InitialConditionSettings):
                                doc="Initial condition; 'upload' uses the last uploaded .npy or image.")
     reference = param.Selector(default="spectral", objects=["none", "spectral", "fd"],
                                doc="Reference solver run beside the surrogate.")
-    frames_per_update = param.Integer(1, bounds=(1, 20), doc="Frames computed between two screen updates.")
+    frames_per_update = param.Integer(1, bounds=(1, 20), doc="Frames computed between two screen updates "
+                                      "(at least; more join an update while the page is busy).")
+    updates_per_second = param.Integer(12, bounds=(1, 60), doc="Most screen updates per second while "
+                                       "playing; frames made in between join the next update, so a "
+                                       "browser on the same cores leaves them to the simulation.")
 
     def __init__(self, **params):
         choices = model_choices()

@@ -159,3 +159,18 @@ def test_a_diverging_surrogate_is_reported_as_diverged(tmp_path):
     rows = read(tmp_path / "pd.csv")
     assert summary["surrogate_diverged"] == 4 and summary["agreement"] == 0
     assert [outcome({k: float(v) for k, v in r.items()}) for r in rows] == ["diverged"] * 4
+
+
+def test_cpu_passes_give_each_case_its_own_eta(tiny):
+    """A chunk runs the surrogate CPU_PASS cases at a time: every case (the last pass short) gets
+    the spread it has when it runs alone, with its own η."""
+    from crane_viz.analysis.phase import CPU_PASS, classify_chunk
+
+    s = SweepSettings(points=2 * CPU_PASS + 1, size=16, horizon=4, batch=2 * CPU_PASS + 1, reference="spectral")
+    points = sample_points(s)
+    together, _ = classify_chunk(points, s, tiny)
+    alone = [classify_chunk([p], s, tiny)[0][0] for p in points]
+    for a, b in zip(together, alone):
+        assert a["surrogate_spread"] == pytest.approx(b["surrogate_spread"], rel=1e-5, abs=1e-7)
+        assert a["reference_spread"] == pytest.approx(b["reference_spread"], rel=1e-5, abs=1e-7)
+    assert len({round(r["surrogate_spread"], 6) for r in together}) > 1  # the cases differ

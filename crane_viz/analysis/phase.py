@@ -36,6 +36,10 @@ from ..settings import SweepSettings
 from . import metrics
 
 BASE = ["index", "mean", "eta", "amplitude", "seed"]
+# Surrogate cases per pass on CPU: at 128² one step of a batch of 8–20 cost 1.4–1.7× more per
+# case than a batch of 1–2 (activations no longer fit in cache; 1 thread, coherent-2d), so a
+# chunk runs two at a time there; a GPU takes the whole chunk at once.
+CPU_PASS = 2
 SURROGATE = ["surrogate_separated", "surrogate_spread"]
 REFERENCE = ["reference_separated", "reference_spread"]
 
@@ -131,17 +135,21 @@ def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, devic
     `thumbnails` adds a small PNG data URL of each surrogate final field under "thumbnail".
     """
     ckpt = _checkpoint(checkpoint)
-    phi0 = initial_fields(points, s)
-    eta = torch.tensor([p.eta for p in points], dtype=torch.float32)
+    phi0 = initial_fields(points, s).to(device)
+    eta = torch.tensor([p.eta for p in points], dtype=torch.float32).to(device)
     seconds = {}
-    engines = {"surrogate": SurrogateEngine(ckpt, misfit=eta.to(device), device=device)}
+    # cases per pass: on CPU the surrogate takes CPU_PASS at a time, everything else the whole chunk
+    engines = {"surrogate": lambda i, j: SurrogateEngine(ckpt, misfit=eta[i:j], device=device)}
     if s.reference != "none":
-        engines["reference"] = make_solver(s.reference, ckpt.preset, misfit=eta.to(device))
+        engines["reference"] = lambda i, j: make_solver(s.reference, ckpt.preset, misfit=eta[i:j])
+    sizes = {"surrogate": CPU_PASS if phi0.device.type == "cpu" else len(points), "reference": len(points)}
     rows = [p.row() for p in points]
     for label, engine in engines.items():
+        size = sizes[label]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            final = advance(engine, phi0.to(device), s.horizon).phi
+            final = torch.cat([advance(engine(i, i + size), phi0[i:i + size], s.horizon).phi
+                               for i in range(0, len(points), size)])
         seconds[label] = time.perf_counter() - t0
         spread = metrics.spread(final, 2).cpu().numpy().reshape(-1)
         bad = diverged(final).cpu().numpy()

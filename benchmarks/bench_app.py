@@ -50,7 +50,8 @@ def server_stages(model: str, size: int, reference: str, frames: int) -> dict[st
     display = LiveDisplay(doc, MapsView(on_paint=lambda x, y: None), PlotsView(), CutawayView())
     live = display.live = LiveRun(settings, lambda *a: None)
     display.cutaway.active = live.info["dim"] == 3
-    pn.Column(display.maps, display.plots, display.cutaway, display.status, display.counter).server_doc(doc)
+    pn.Column(display.maps, display.plots, display.cutaway, display.status, display.counter,
+              display.pacer).server_doc(doc)
     events = []
     doc.callbacks.on_change(events.append)
     protocol, rows = Protocol(), []

@@ -82,8 +82,9 @@ class QueuedDoc(Document):
 
 def test_batches_offered_while_the_page_is_busy_join_one_update():
     """A slow page gets one update for everything offered meanwhile: the maps show the newest
-    frame, the plots every frame (throttled while playing, complete once paused), and frames made
-    before a reset are dropped."""
+    frame, the plots every frame (throttled while playing, complete once paused), frames made
+    before a reset are dropped, and the next update waits for the browser to have painted the
+    last one (its acknowledgement) and for the update pace."""
     import time
 
     from crane_viz.app.views import CutawayView, LiveDisplay
@@ -106,11 +107,15 @@ def test_batches_offered_while_the_page_is_busy_join_one_update():
     assert list(display.plots.source.data["time"]) == [f.time for f in frames]
     image = display.maps.sources["surrogate"].data["image"][0]
     assert (image == frames[-1].surrogate.T).all()
-    live._playing.set()  # while playing, updates keep their pace and the plots their interval …
-    display._plotted_at = float("inf")
+    assert display.pacer.sent == 1 and display.pacer.shown == 0
+    live._playing.set()  # while playing, updates wait for the browser, keep their pace, and the
+    display._plotted_at = float("inf")  # plots keep their interval …
     frame = live.session.step()
     display._updated_at = time.monotonic()  # an update just went out
     display.offer([frame], live.generation)
+    assert not doc.queued  # not painted yet: the frame waits
+    display.pacer.shown = 1  # the browser's acknowledgement
+    assert len(doc.queued) == 1
     assert 0.5 * 1000 / live.settings.updates_per_second < doc.delays[-1] <= 1000 / live.settings.updates_per_second
     doc.run()
     assert len(display.plots.source.data["time"]) == 5 and display.counter.value == 6

@@ -175,7 +175,7 @@ def create_app():
         for panel in live_panels:
             panel.visible = event.new in (0, 1)
     tabs.param.watch(show_live_panels, "active")
-    template.main.extend([url_notice, status, tabs, *live_panels])
+    template.main.extend([url_notice, status, display.pacer, tabs, *live_panels])
     def closed(_ctx):
         """The tab closed: stop the run, the sweep and any export, and delete this tab's files."""
         live.close(timeout=0)  # reports nothing from now on; the worker ends after its frame

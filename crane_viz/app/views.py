@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import panel as pn
@@ -182,27 +183,35 @@ class CutawayView(View):
 
 
 class LiveDisplay:
-    """Puts a live run's frames on the page at the pace the page can take.
+    """Puts a live run's frames on the page at the pace the browser paints them.
 
-    The worker thread `offer`s each batch; one update at a time waits on the session's event
-    loop, no sooner than 1/`updates_per_second` after the last, and batches that arrive meanwhile
-    join it (the maps show the newest frame, the plots get every frame). A slow browser or a busy
-    core thus lowers the update rate, never the simulation's, and no backlog of stale updates
-    builds up. The metric plots, which cost the
-    browser ten times what the maps do (bench_app), are redrawn at most every `plot_interval`
-    seconds while playing, with every frame's values, and at once when the run pauses.
+    The worker thread `offer`s each batch; one update at a time goes out, when the browser has
+    painted the previous one (the `Pacer` acknowledges it), and no sooner than
+    1/`updates_per_second` after it. Batches that arrive meanwhile join the next update: the maps
+    show the newest frame, the plots get every frame's metrics (older frames' fields are dropped
+    here; the run's recorder keeps them for exports). A slow browser or a busy core thus lowers
+    the update rate, never the simulation's, and no backlog builds up on either side of the
+    websocket. The metric plots, which cost the browser far more than the maps (bench_app),
+    redraw at most every `plot_interval` seconds while playing, and at once when the run pauses.
     """
 
     plot_interval = 0.5
+    ack_timeout = 2.0  # seconds without the browser's acknowledgement before updating anyway
 
     def __init__(self, doc, maps: MapsView, plots: PlotsView, cutaway: CutawayView):
+        from .pacer import Pacer
+
         self.doc, self.maps, self.plots, self.cutaway = doc, maps, plots, cutaway
         self.live: LiveRun | None = None  # set once the run exists (it reports through this display)
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.counter = pn.indicators.Number(label="frame", value=0, font_size="20pt", title_size="10pt")
+        self.pacer = Pacer()
+        self.pacer.param.watch(lambda _: self._schedule(), "shown")
         self.times = FrameTimes()
         self._lock = threading.Lock()
-        self._pending: list = []  # (frames, generation, cutaway meshes) offered since the last update
+        self._frames: list = []  # offered since the last update (fields only in the newest)
+        self._generation = None
+        self._meshes = None  # the newest cutaway meshes offered
         self._scheduled = False
         self._unplotted: list = []  # frames shown in the maps, not yet in the plots
         self._plotted_at = 0.0
@@ -212,8 +221,18 @@ class LiveDisplay:
         """Worker thread: queue a batch (contouring 3D cutaways here, off the event loop)."""
         meshes = self.cutaway.meshes(frames[-1]) if self.live.info["dim"] == 3 and self.cutaway.active else None
         with self._lock:
-            self._pending.append((frames, generation, meshes))
-            if self._scheduled:
+            if generation != self._generation:  # a reset: what was pending belongs to the old run
+                self._frames, self._meshes, self._generation = [], None, generation
+            self._frames = [replace(f, surrogate=None, reference=None) for f in self._frames] + list(frames)
+            self._meshes = meshes or self._meshes
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Any thread: plan the next update if frames wait and the browser has shown the last."""
+        with self._lock:
+            painted = self.pacer.shown >= self.pacer.sent or \
+                time.monotonic() - self._updated_at > self.ack_timeout
+            if self._scheduled or not self._frames or not painted:
                 return
             self._scheduled = True
             wait = self._updated_at + 1 / self.live.settings.updates_per_second - time.monotonic()
@@ -241,14 +260,14 @@ class LiveDisplay:
 
     def _update(self) -> None:
         with self._lock:
-            batches, self._pending, self._scheduled = self._pending, [], False
+            frames, meshes, generation = self._frames, self._meshes, self._generation
+            self._frames, self._meshes, self._scheduled = [], None, False
             self._updated_at = time.monotonic()
-        current = [b for b in batches if b[1] == self.live.generation]  # older ones predate a reset
-        if not current:
+        if not frames or generation != self.live.generation:  # made before a reset
             return
         with hold(self.doc):
-            self.show([f for frames, _, _ in current for f in frames],
-                      next((p for _, _, p in reversed(current) if p), None))
+            self.show(frames, meshes)
+            self.pacer.sent += 1  # last in the message: the browser acknowledges after painting it
 
     def show(self, frames, meshes=None) -> None:
         """Put frames on the page now (event loop): the newest in the maps, all in the plots."""

@@ -161,16 +161,20 @@ def test_a_diverging_surrogate_is_reported_as_diverged(tmp_path):
     assert [outcome({k: float(v) for k, v in r.items()}) for r in rows] == ["diverged"] * 4
 
 
-def test_cpu_passes_give_each_case_its_own_eta(tiny):
+def test_cpu_passes_give_each_case_its_own_case(tiny):
     """A chunk runs the surrogate CPU_PASS cases at a time: every case (the last pass short) gets
-    the spread it has when it runs alone, with its own η."""
-    from crane_viz.analysis.phase import CPU_PASS, classify_chunk
+    the spread it has when it runs alone, from its own field and with its own η. Running alone or
+    in a pass changes the spread by float32 round-off only (≤ 1.2·10⁻⁵ relative measured, 1 and
+    2 threads), so 10⁻⁴ tells a case from any other (different seeds: spreads > 10⁻³ apart)."""
+    from crane_viz.analysis.phase import CPU_PASS, Point, classify_chunk
 
-    s = SweepSettings(points=2 * CPU_PASS + 1, size=16, horizon=4, batch=2 * CPU_PASS + 1, reference="spectral")
-    points = sample_points(s)
+    n = 2 * CPU_PASS + 1
+    s = SweepSettings(points=n, size=16, horizon=4, batch=n, reference="spectral")
+    points = [Point(i, 0.5, 0.01 * i, 0.1, 7 + i) for i in range(n)]
     together, _ = classify_chunk(points, s, tiny)
     alone = [classify_chunk([p], s, tiny)[0][0] for p in points]
     for a, b in zip(together, alone):
-        assert a["surrogate_spread"] == pytest.approx(b["surrogate_spread"], rel=1e-5, abs=1e-7)
-        assert a["reference_spread"] == pytest.approx(b["reference_spread"], rel=1e-5, abs=1e-7)
-    assert len({round(r["surrogate_spread"], 6) for r in together}) > 1  # the cases differ
+        assert a["surrogate_spread"] == pytest.approx(b["surrogate_spread"], rel=1e-4)
+        assert a["reference_spread"] == pytest.approx(b["reference_spread"], rel=1e-4)
+    spreads = sorted(r["surrogate_spread"] for r in alone)
+    assert min(b / a - 1 for a, b in zip(spreads, spreads[1:])) > 1e-3  # the cases differ (≥ 0.37 % measured)

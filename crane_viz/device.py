@@ -34,15 +34,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def compute_thread(target, name: str, threads: int | None = None) -> threading.Thread:
-    """A daemon thread (not started) that runs `target` with `threads` torch threads, by default
-    as many as the calling thread uses.
+def compute_thread(target, name: str) -> threading.Thread:
+    """A daemon thread (not started) that runs `target` with as many torch threads as the
+    calling thread uses.
 
     A new thread does not inherit `torch.set_num_threads`: its OpenMP team takes every core
     while `torch.get_num_threads()` there still reports the setting, so a 128² spectral step on
     such a thread beside another busy thread took 85–107 ms against 40 ms pinned (2 cores).
     """
-    count = torch.get_num_threads() if threads is None else threads
+    count = torch.get_num_threads()
 
     def run():
         torch.set_num_threads(count)

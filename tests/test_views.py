@@ -124,3 +124,39 @@ def test_batches_offered_while_the_page_is_busy_join_one_update():
     doc.run()
     assert len(display.plots.source.data["time"]) == 6
     live.close(timeout=5)
+
+
+def test_3d_meshes_are_made_only_for_updates_that_go_out():
+    """With the cutaway showing, a batch offered while the browser has not painted the last update
+    is not contoured (its mesh would be replaced before it is sent); the next offer after the
+    acknowledgement brings the mesh, and a run paused in between still gets its last frame's."""
+    from crane_viz.app.views import CutawayView, LiveDisplay
+    from crane_viz.live.controller import ExplorerSettings, LiveRun
+
+    doc = QueuedDoc()
+    cutaway = CutawayView()
+    display = LiveDisplay(doc, MapsView(on_paint=lambda x, y: None), PlotsView(), cutaway)
+    live = display.live = LiveRun(ExplorerSettings(model="untrained small-3d", size=32, reference="none"),
+                                  display.offer, lambda *_: None)
+    made = []
+    meshes = cutaway.meshes
+    cutaway.meshes = lambda frame: made.append(frame.index) or meshes(frame)
+    cutaway.active = True
+    live._playing.set()
+    display.offer([live.session.step()], live.generation)
+    doc.run()
+    assert made == [1] and display.pacer.sent == 1
+    display.offer([live.session.step()], live.generation)  # not painted yet: no mesh, no update
+    assert made == [1] and not doc.queued
+    display.pacer.shown = 1  # painted; still playing, so the update waits for the next offer's mesh
+    assert not doc.queued
+    display.offer([live.session.step()], live.generation)
+    doc.run()
+    assert made == [1, 3] and display.counter.value == 3
+    display.offer([live.session.step()], live.generation)  # not painted …
+    live.pause()  # … and the run stops there
+    display.pacer.shown = 2
+    doc.run()
+    assert made == [1, 3, 4] and display.counter.value == 4
+    assert cutaway.views["surrogate"].caption.endswith(f"t = {live.session.current().time:g}")
+    live.close(timeout=5)

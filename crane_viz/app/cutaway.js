@@ -60,7 +60,6 @@ export function render({ model }) {
       renderer.resetCamera()
       group.placed = true
     }
-    model.drawn = model.drawn + 1
     renderAll()
   }
   const later = () => { if (!pending) { pending = true; requestAnimationFrame(draw) } }

@@ -23,7 +23,6 @@ class LiveCutaway(JSComponent):
     polys = param.DataFrame(default=None, doc="triangles in VTK's cell layout, one column 'cells'")
     caption = param.String(default="", doc="text in the view's corner")
     group = param.String(default="cutaway", constant=True, doc="views that turn together")
-    drawn = param.Integer(default=0, doc="meshes the browser has drawn (set by the browser)")
 
     _esm = Path(__file__).with_name("cutaway.js")
 

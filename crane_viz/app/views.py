@@ -218,21 +218,34 @@ class LiveDisplay:
         self._updated_at = 0.0
 
     def offer(self, frames, generation) -> None:
-        """Worker thread: queue a batch (contouring 3D cutaways here, off the event loop)."""
-        meshes = self.cutaway.meshes(frames[-1]) if self.live.info["dim"] == 3 and self.cutaway.active else None
+        """Worker thread: queue a batch. 3D cutaways are contoured here, off the event loop, and
+        only while the browser is ready for them: a mesh made while an update waits would be
+        replaced before it is sent."""
+        with self._lock:
+            ready = self._painted()
+        meshes = self.cutaway.meshes(frames[-1]) if self._wants_meshes() and ready else None
         with self._lock:
             if generation != self._generation:  # a reset: what was pending belongs to the old run
                 self._frames, self._meshes, self._generation = [], None, generation
-            self._frames = [replace(f, surrogate=None, reference=None) for f in self._frames] + list(frames)
+            stale = self._frames[-1:] + list(frames[:-1])  # only the newest frame keeps its fields
+            self._frames[-1:] = [replace(f, surrogate=None, reference=None) for f in stale]
+            self._frames.append(frames[-1])
             self._meshes = meshes or self._meshes
         self._schedule()
 
+    def _painted(self) -> bool:
+        """The browser has painted the last update (or has not answered for `ack_timeout`)."""
+        return self.pacer.shown >= self.pacer.sent or time.monotonic() - self._updated_at > self.ack_timeout
+
+    def _wants_meshes(self) -> bool:
+        return self.live.info["dim"] == 3 and self.cutaway.active
+
     def _schedule(self) -> None:
-        """Any thread: plan the next update if frames wait and the browser has shown the last."""
+        """Any thread: plan the next update if frames wait and the browser has shown the last
+        (with a 3D cutaway showing and the run playing, once the next offer has brought its mesh)."""
         with self._lock:
-            painted = self.pacer.shown >= self.pacer.sent or \
-                time.monotonic() - self._updated_at > self.ack_timeout
-            if self._scheduled or not self._frames or not painted:
+            missing_mesh = self._meshes is None and self._wants_meshes() and self.live.playing
+            if self._scheduled or not self._frames or not self._painted() or missing_mesh:
                 return
             self._scheduled = True
             wait = self._updated_at + 1 / self.live.settings.updates_per_second - time.monotonic()
@@ -265,6 +278,8 @@ class LiveDisplay:
             self._updated_at = time.monotonic()
         if not frames or generation != self.live.generation:  # made before a reset
             return
+        if meshes is None and self._wants_meshes():  # paused before a mesh came: make it here
+            meshes = self.cutaway.meshes(frames[-1])
         with hold(self.doc):
             self.show(frames, meshes)
             self.pacer.sent += 1  # last in the message: the browser acknowledges after painting it

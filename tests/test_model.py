@@ -92,6 +92,34 @@ def test_config_validation_and_round_trip():
         CRNNConfig(kernel=4)
     with pytest.raises(ValueError, match="unknown model"):
         get_config("nope")
+    e = get_config("small-2d-elastic")
+    assert CRNNConfig.from_dict(e.to_dict()) == e and "features" not in c.to_dict()
+    with pytest.raises(ValueError, match="misfit condition"):
+        CRNNConfig(features=("elastic",), elastic=(3e4, 1.5e4, 3e4))
+    with pytest.raises(ValueError, match="features must be among"):
+        CRNNConfig(features=("strain",))
+
+
+@pytest.mark.parametrize("wave, direction", [((3, 0), "<10>"), ((0, 3), "<01>"), ((3, 3), "<11>")])
+def test_elastic_feature_is_the_elastic_potential_of_a_single_mode(wave, direction):
+    """On θ = a cos(k·x) the elastic potential is η² trB(k/|k|) θ (physics.md §2): the feature
+    carries Khachaturyan's anisotropy, soft along ⟨10⟩/⟨01⟩ and 2.29× harder along ⟨11⟩ for the
+    coherent-2d constants (trB 22 500 vs 51 429), and is zero at η = 0."""
+    from crane_viz.nn.model import elastic_feature
+    from crane_viz.physics.equations import tr_b
+
+    n = 32
+    y, x = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    theta = 0.01 * torch.cos(2 * torch.pi * (wave[1] * y + wave[0] * x) / n)
+    phi = (0.5 + theta)[None].repeat(2, 1, 1)
+    constants = (P2.c11, P2.c12, P2.c44)
+    mu = elastic_feature(phi, torch.tensor([0.01, 0.0]), constants)
+    unit = torch.tensor(wave, dtype=torch.float64) / torch.tensor(wave, dtype=torch.float64).norm()
+    expected = 0.01**2 * tr_b(unit, *constants).item() * theta
+    torch.testing.assert_close(mu[0], expected, rtol=0, atol=1e-6)  # |μ| ≤ 5·10⁻³
+    assert mu[1].abs().max() == 0
+    ratio = tr_b(torch.tensor([0.5**0.5, 0.5**0.5]), *constants) / tr_b(torch.tensor([1.0, 0.0]), *constants)
+    assert abs(ratio.item() - 51428.57 / 22500) < 1e-4, direction
 
 
 def field(batch=2, size=16):
@@ -161,3 +189,23 @@ def test_cpu_tanh_is_torch_tanh_and_keeps_gradients():
     (grad,) = torch.autograd.grad(y.sum(), x)
     exact = 1 - torch.tanh(x.detach().double()) ** 2
     assert (grad.double() - exact).abs().max().item() < 1e-6  # a few float32 ε of a slope ≤ 1
+
+
+@pytest.mark.parametrize("dim, kernel", [(2, 3), (3, 3), (3, 1), (3, 5)])
+def test_periodic_conv_is_torchs_circular_convolution_with_its_gradients(dim, kernel):
+    """The model's convolution (oneDNN called directly for 3D float32 on CPU) computes what
+    nn.ConvNd with padding_mode="circular" computes, forward and backward, to float32 round-off."""
+    from crane_viz.nn.model import _conv
+
+    torch.manual_seed(kernel)
+    ours = _conv(dim, 3, 4, kernel)
+    ref = (torch.nn.Conv2d if dim == 2 else torch.nn.Conv3d)(3, 4, kernel, padding=kernel // 2,
+                                                            padding_mode="circular")
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 3, *(10,) * dim, requires_grad=True)
+    a, b = ours(x), ref(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    ga = torch.autograd.grad(a.square().sum(), [x, ours.weight])
+    gb = torch.autograd.grad(b.square().sum(), [x, ref.weight])
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-4)

@@ -346,12 +346,13 @@ def test_widened_kernels_compute_the_same_function(dim):
     from dataclasses import replace
 
     from crane_viz.nn.model import CRNN, get_config
-    from crane_viz.training.loop import widen_kernels
+    from crane_viz.training.loop import can_widen, widen
 
     torch.manual_seed(dim)
     source = CRNN(get_config(f"tiny-{dim}d"))
     target = CRNN(replace(source.config, kernel=5))
-    target.load_state_dict(widen_kernels(source.state_dict(), target))
+    assert can_widen(source.config, target.config) and not can_widen(target.config, source.config)
+    target.load_state_dict(widen(source.state_dict(), target))
     assert target.cells[0].x_gates[0].weight.shape[2:] == (5,) * dim
     phi = torch.rand(2, *(12,) * dim)
     cond = torch.tensor([[0.006], [0.01]]) if dim == 2 else None
@@ -361,6 +362,31 @@ def test_widened_kernels_compute_the_same_function(dim):
         a, ha = source(a, ha, cond)
         b, hb = target(b, hb, cond)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # float32 round-off
+
+
+def test_added_elastic_feature_starts_as_the_same_function():
+    """Taking over a model without the elastic input channel gives the new channel zero weights:
+    the rollout is unchanged until training moves them, and they do receive gradient."""
+    from dataclasses import replace
+
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.training.loop import can_widen, widen
+
+    torch.manual_seed(0)
+    source = CRNN(get_config("tiny-2d"))
+    config = replace(source.config, kernel=5, features=("elastic",), elastic=(3e4, 1.5e4, 3e4))
+    assert can_widen(source.config, config)
+    assert not can_widen(source.config, replace(config, conditions=(), condition_scales=(),
+                                                features=(), elastic=()))
+    target = CRNN(config)
+    target.load_state_dict(widen(source.state_dict(), target))
+    assert target.cells[0].x_cand[0].weight.shape[1] == 3
+    phi, cond = 0.5 + 0.1 * torch.randn(2, 16, 16), torch.tensor([[0.012], [0.006]])
+    a, ha = source(phi, None, cond)
+    b, hb = target(phi, None, cond)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    b.square().sum().backward()
+    assert target.cells[0].x_cand[0].weight.grad[:, 2].abs().sum() > 0
 
 
 def test_fine_tuning_widens_a_shipped_checkpoint():
@@ -376,7 +402,7 @@ def test_fine_tuning_widens_a_shipped_checkpoint():
     # equal to float32 round-off (the convolutions sum 25 instead of 9 taps per channel, in another
     # order); a misplaced kernel would differ by ~10⁻¹
     torch.testing.assert_close(small(phi, None, cond)[0], medium(phi, None, cond)[0], rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="only a smaller kernel can be widened"):
+    with pytest.raises(ValueError, match="only a smaller kernel or added input features"):
         initial_weights("coherent-2d", get_config("tiny-2d"))
 
 

@@ -7,7 +7,10 @@ output layer with fixed stencils that conserves ⟨φ⟩ exactly:
 - flux head:      φ' = φ + ∇·u, u with its spatial mean removed, unscaled central-difference ∇·
 - potential head: φ' = φ + ∇²μ, (2d+1)-point Laplacian
 
-Scalar conditioning parameters (η) enter as constant input channels at every step.
+Scalar conditioning parameters (η) enter as constant input channels at every step. Optionally
+the first block also sees the elastic potential μ_el = η² IFFT[trB(n) θ̂] of the current field
+(feature "elastic"): a fixed, non-local, orientation-dependent operator that 3×3 or 5×5 kernels
+unrolled over a few steps can only approximate, and the one the η conditioning exists to express.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..physics.equations import elastic_kernel
+from ..physics.presets import get_preset
+
 HEADS = ("flux", "potential")
+FEATURES = ("elastic",)
 MAX_CHANNELS, MAX_KERNEL, MAX_BLOCKS = 256, 9, 8  # far beyond the papers; bounds a hostile config
 
 
@@ -40,6 +47,8 @@ class CRNNConfig:
     head: str = "potential"  # "flux" (3D paper, φ + ∇·u) or "potential" (2D paper, φ + ∇²μ)
     conditions: tuple = ()  # names of scalar conditioning inputs, e.g. ("misfit",)
     condition_scales: tuple = ()  # factor applied to each raw value (η as a fraction → percent: 100)
+    features: tuple = ()  # physics input channels recomputed from φ every step: ("elastic",) or ()
+    elastic: tuple = ()  # (C11, C12, C44) of the "elastic" feature
 
     def __post_init__(self):
         if self.dim not in (2, 3):
@@ -54,11 +63,18 @@ class CRNNConfig:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
         if len(self.condition_scales) != len(self.conditions):
             raise ValueError("give one condition scale per condition")
+        if set(self.features) - set(FEATURES):
+            raise ValueError(f"features must be among {FEATURES}, not {self.features!r}")
+        if "elastic" in self.features and ("misfit" not in self.conditions or len(self.elastic) != 3):
+            raise ValueError("the elastic feature needs the misfit condition and (C11, C12, C44)")
 
     def to_dict(self) -> dict:
         """Plain-JSON description (stored in checkpoint config.json)."""
         d = asdict(self)
         d["conditions"], d["condition_scales"] = list(self.conditions), list(self.condition_scales)
+        d["features"], d["elastic"] = list(self.features), list(self.elastic)
+        if not self.features:  # configurations without features read as before
+            del d["features"], d["elastic"]
         return d
 
     @classmethod
@@ -70,10 +86,14 @@ class CRNNConfig:
         d = dict(d)
         d["conditions"] = tuple(d.get("conditions", ()))
         d["condition_scales"] = tuple(float(s) for s in d.get("condition_scales", ()))
+        d["features"] = tuple(d.get("features", ()))
+        d["elastic"] = tuple(float(c) for c in d.get("elastic", ()))
         return cls(**d)
 
 
 _MISFIT = {"conditions": ("misfit",), "condition_scales": (100.0,)}  # η enters in percent
+_COHERENT = get_preset("coherent-2d")
+_ELASTIC = {**_MISFIT, "features": ("elastic",), "elastic": (_COHERENT.c11, _COHERENT.c12, _COHERENT.c44)}
 
 REGISTRY: dict[str, CRNNConfig] = {
     # 3D paper: 10 channels, 3³ kernels, flux head → 28 383 parameters (paper: ≈ 2.9·10⁴)
@@ -84,6 +104,8 @@ REGISTRY: dict[str, CRNNConfig] = {
     # the 2D paper's 5×5 receptive field with 16 channels → 66 449 parameters, half its cost
     "medium-2d": CRNNConfig(dim=2, channels=16, kernel=5, head="potential", **_MISFIT),
     "small-2d": CRNNConfig(dim=2, channels=16, kernel=3, head="potential", **_MISFIT),
+    # small-2d plus the elastic potential of the coherent-2d preset as an input channel
+    "small-2d-elastic": CRNNConfig(dim=2, channels=16, kernel=3, head="potential", **_ELASTIC),
     "small-3d": CRNNConfig(dim=3, channels=8, kernel=3, head="flux"),
     # for tests
     "tiny-2d": CRNNConfig(dim=2, channels=4, kernel=3, head="potential", **_MISFIT),
@@ -104,8 +126,46 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether to call oneDNN's 3D convolution directly. PyTorch's CPU dispatch sends a batch-1
+    convolution with a kernel of side ≤ 3 to its slow native kernel when N·C·D·H ≤ 20 480 (a rule
+    tuned on 2D images, where it counts N·C·H·W): every 3D conv of the model at 32³ and the first
+    one at 64³, 3–8× slower than oneDNN on the same call (README, "3D model efficiency"). 2D
+    dispatch is left alone (no gain measured). Float32 CPU only, outside autocast."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and weight.ndim == 5 and weight.shape[-1] > 1
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Convolution of a periodic field: circular padding by half the kernel side, then a valid
+    convolution (oneDNN's where `_onednn` says so)."""
+    dim = weight.ndim - 2
+    half = [p for side in reversed(weight.shape[2:]) for p in (side // 2, side // 2)]
+    if any(half):
+        x = F.pad(x, half, mode="circular")
+    if _onednn(x, weight):
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, [0] * dim, [1] * dim, [1] * dim, 1)
+    return (F.conv2d if dim == 2 else F.conv3d)(x, weight, bias)
+
+
+class PeriodicConv2d(nn.Conv2d):
+    """nn.Conv2d with circular padding computed by `periodic_conv` (same parameters and keys)."""
+
+    def _conv_forward(self, x, weight, bias):
+        return periodic_conv(x, weight, bias)
+
+
+class PeriodicConv3d(nn.Conv3d):
+    """nn.Conv3d with circular padding computed by `periodic_conv` (same parameters and keys)."""
+
+    def _conv_forward(self, x, weight, bias):
+        return periodic_conv(x, weight, bias)
+
+
 def _conv(dim: int, cin: int, cout: int, kernel: int) -> nn.Module:
-    cls = nn.Conv2d if dim == 2 else nn.Conv3d
+    cls = PeriodicConv2d if dim == 2 else PeriodicConv3d
     return cls(cin, cout, kernel, padding=kernel // 2, padding_mode="circular")
 
 
@@ -189,9 +249,25 @@ class PhysicsUpdate(nn.Module):
             out = out.to(phi.dtype)
             if self.head == "flux":
                 out = out - out.mean(dim=tuple(range(2, 2 + self.dim)), keepdim=True)
-            conv = F.conv2d if self.dim == 2 else F.conv3d
-            padded = F.pad(out, [1, 1] * self.dim, mode="circular")
-            return phi + conv(padded, self.stencil.to(phi.dtype)).squeeze(1)
+            return phi + periodic_conv(out, self.stencil.to(phi.dtype), None).squeeze(1)
+
+
+def input_channels(config: CRNNConfig) -> int:
+    """Channels of the first block's input: φ, one per condition, one per feature (in that order)."""
+    return 1 + len(config.conditions) + len(config.features)
+
+
+def elastic_feature(phi: torch.Tensor, misfit: torch.Tensor, constants: tuple) -> torch.Tensor:
+    """μ_el = η² IFFT[trB(n) θ̂] per batch element (physics.md §2), computed in float32 outside
+    autocast (FFTs have no bfloat16 kernels) and returned in φ's dtype."""
+    dims = tuple(range(1, phi.ndim))
+    shape = tuple(phi.shape[1:])
+    with torch.autocast(phi.device.type, enabled=False):
+        x = phi.float()
+        trb = elastic_kernel(shape, *constants, torch.float32, x.device)
+        eta2 = (misfit.to(x) ** 2).reshape(-1, *(1,) * len(dims))
+        mu = torch.fft.irfftn(eta2 * trb * torch.fft.rfftn(x, dim=dims), s=shape, dim=dims)
+    return mu.to(phi.dtype)
 
 
 class CRNN(nn.Module):
@@ -204,7 +280,7 @@ class CRNN(nn.Module):
         super().__init__()
         self.config = config
         c, k, d = config.channels, config.kernel, config.dim
-        cin = 1 + len(config.conditions)
+        cin = input_channels(config)
         self.cells = nn.ModuleList(ConvGRU(d, cin if i == 0 else c, c, k) for i in range(config.blocks))
         out = d if config.head == "flux" else 1
         self.head = nn.Sequential(_conv(d, c, c, 1), Tanh(), _conv(d, c, c, 1), Tanh(),
@@ -228,7 +304,11 @@ class CRNN(nn.Module):
             raise ValueError(f"this model needs conditions of shape (batch, {n}) for "
                              f"{self.config.conditions}, got {got}")
         values = (conditions.to(phi) * self.scales.to(phi)).reshape(*conditions.shape, *(1,) * self.config.dim)
-        return torch.cat([phi.unsqueeze(1), values.expand(-1, -1, *phi.shape[1:])], dim=1)
+        channels = [phi.unsqueeze(1), values.expand(-1, -1, *phi.shape[1:])]
+        if "elastic" in self.config.features:
+            misfit = conditions[:, self.config.conditions.index("misfit")]
+            channels.append(elastic_feature(phi, misfit, self.config.elastic).unsqueeze(1))
+        return torch.cat(channels, dim=1)
 
     def forward(self, phi: torch.Tensor, hidden: tuple | None = None,
                 conditions: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:

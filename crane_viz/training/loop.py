@@ -297,26 +297,41 @@ class Interrupt:
             signal.signal(s, h)
 
 
-def widen_kernels(state: dict, target: CRNN) -> dict:
-    """Weights of a trained CRNN rewritten for `target`, the same network with a larger kernel.
+def widen(state: dict, target: CRNN) -> dict:
+    """Weights of a trained CRNN rewritten for `target`, the same network with a larger kernel
+    and/or extra input features.
 
-    Every kernel whose shape differs is zero-padded to the target's, centred: with circular
-    padding of half the side, the widened network computes exactly the same function (the new
-    taps add zero terms), so a trained small-kernel model starts a larger receptive field without
-    relearning what it knows.
+    Every kernel whose shape differs is zero-padded to the target's: spatially centred, and along
+    the input-channel axis at the end (new feature channels come last). With circular padding of
+    half the side, the widened network computes exactly the same function (the new taps and
+    channels add zero terms), so a trained model starts a larger receptive field or a new input
+    without relearning what it knows.
     """
     shapes = {key: value.shape for key, value in target.state_dict().items()}
     widened = {}
     for key, value in state.items():
-        pads = [(want - have) // 2 for have, want in zip(value.shape[2:], shapes[key][2:])]
-        widened[key] = F.pad(value, [p for pad in reversed(pads) for p in (pad, pad)]) if any(pads) else value
+        want = shapes[key]
+        pads = [(w - h) // 2 for h, w in zip(value.shape[2:], want[2:])]
+        flat = [p for pad in reversed(pads) for p in (pad, pad)]
+        if value.ndim > 1 and want[1] != value.shape[1]:
+            flat += [0, want[1] - value.shape[1]]
+        widened[key] = F.pad(value, flat) if any(flat) else value
     return widened
+
+
+def can_widen(saved, target) -> bool:
+    """Whether `widen` maps weights of architecture `saved` onto `target`: the same network with
+    a kernel at least as large and the saved features as a prefix of the target's."""
+    same = replace(saved, kernel=target.kernel, features=target.features, elastic=target.elastic)
+    return (same == target and saved.kernel <= target.kernel
+            and target.features[:len(saved.features)] == saved.features
+            and (not saved.features or saved.elastic == target.elastic))
 
 
 def initial_weights(name: str, model_cfg) -> dict:
     """Weights to fine-tune: a checkpoint (name or folder), or a run's `train_state.pt` (its last
     finished epoch). The architecture must be the one being trained, or the same with a smaller
-    kernel (its weights are widened by `widen_kernels`)."""
+    kernel or fewer input features (its weights are widened by `widen`)."""
     from ..nn.checkpoint import load_checkpoint
 
     if name.endswith(".pt"):
@@ -327,10 +342,11 @@ def initial_weights(name: str, model_cfg) -> dict:
         saved, weights = ckpt.model_config, ckpt.model.state_dict()
     if saved == model_cfg:
         return weights
-    if replace(saved, kernel=model_cfg.kernel) == model_cfg and saved.kernel < model_cfg.kernel:
-        return widen_kernels(weights, CRNN(model_cfg))
+    if can_widen(saved, model_cfg):
+        return widen(weights, CRNN(model_cfg))
     raise InputError(f"--init {name}: its architecture {saved} differs from the model being "
-                     f"trained {model_cfg} (only a smaller kernel can be widened)")
+                     f"trained {model_cfg} (only a smaller kernel or added input features can be "
+                     f"taken over)")
 
 
 def read_state(path: Path, flag: str) -> dict:

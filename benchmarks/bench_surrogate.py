@@ -6,7 +6,8 @@ For `paper-2d` (beside the spectral coherent-2d solver) and `paper-3d` (beside t
 solver on the full grid, the model on the half-resolution grid as in the 3D paper) it prints
 seconds per frame of each, the ratio, and the surrogate step's FLOP/s against this machine's dense
 float32 matmul FLOP/s measured in the same run. `--modes` also times inference variants
-(bfloat16 autocast, channels_last, torch.compile) and reports their largest deviation from the
+(bfloat16 autocast, channels_last, torch.compile; in 3D also PyTorch's own convolution dispatch,
+which the model bypasses for oneDNN) and reports their largest deviation from the
 float32 eager output.
 """
 
@@ -21,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from crane_viz.engines import FiniteDifferenceSolver, SpectralSolver
+from crane_viz.nn import model as model_module
 from crane_viz.nn.model import CRNN, get_config
 from crane_viz.physics.initial import perlin_field
 from crane_viz.physics.presets import get_preset
@@ -71,6 +73,14 @@ def variants(model, phi, hidden, cond):
     cl_model.load_state_dict(model.state_dict())
     cl_model = cl_model.to(memory_format=fmt).eval()
     out["channels_last"] = lambda: cl_model(phi, hidden, cond)
+    if phi.ndim == 4:  # 3D: the model calls oneDNN directly; compare with torch's own dispatch
+        def torch_dispatch():
+            direct, model_module._onednn = model_module._onednn, lambda x, weight: False
+            try:
+                return model(phi, hidden, cond)
+            finally:
+                model_module._onednn = direct
+        out["torch conv dispatch"] = torch_dispatch
     compiled = torch.compile(model)
     out["torch.compile"] = lambda: compiled(phi, hidden, cond)
     return out

@@ -45,13 +45,12 @@ export function render({ model }) {
   function draw() {
     pending = false
     caption.textContent = model.caption
-    const p = model.points, c = model.polys
-    if (!p || !p.x || !c || !c.cells) return
-    const n = p.x.length, xyz = new Float32Array(3 * n)
-    for (let i = 0; i < n; i++) { xyz[3 * i] = p.x[i]; xyz[3 * i + 1] = p.y[i]; xyz[3 * i + 2] = p.z[i] }
-    mesh.getPoints().setData(xyz, 3)
-    mesh.getPolys().setData(Uint32Array.from(c.cells))
-    mesh.getPointData().setScalars(vtk.Common.Core.vtkDataArray.newInstance({ name: "phi", values: Float32Array.from(p.value) }))
+    const xyz = model.xyz, value = model.value, polys = model.polys
+    if (!xyz || !value || !polys) return
+    const n = value.length
+    mesh.getPoints().setData(Float32Array.from(xyz), 3)
+    mesh.getPolys().setData(Uint32Array.from(polys))
+    mesh.getPointData().setScalars(vtk.Common.Core.vtkDataArray.newInstance({ name: "phi", values: Float32Array.from(value) }))
     mesh.modified()
     if (!group.placed && n > 0) {  // the PNG renderer's view: isometric, turned 20° about z
       camera.setFocalPoint(0.5, 0.5, 0.5)
@@ -81,7 +80,7 @@ export function render({ model }) {
     renderAll()
   }, { passive: false })
 
-  model.on("points", later)
+  model.on("xyz", later)
   model.on("polys", later)
   model.on("caption", later)
   model.on("after_layout", () => { grw.resize(); later() })

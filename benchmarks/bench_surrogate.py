@@ -54,10 +54,23 @@ def model_inputs(model, n, dim):
     return phi, hidden, cond
 
 
+def torch_dispatch(fn):
+    """Run `fn` with the model's convolutions left to PyTorch's own dispatch (aten.convolution),
+    not the direct oneDNN calls it makes in 3D: the same arithmetic, and the FLOP counter only
+    knows aten.convolution."""
+    direct, model_module._onednn = model_module._onednn, lambda x, weight: False
+    try:
+        return fn()
+    finally:
+        model_module._onednn = direct
+
+
 def step_flops(model, phi, hidden, cond):
-    with FlopCounterMode(display=False) as counter:
-        model(phi, hidden, cond)
-    return counter.get_total_flops()
+    def count():
+        with FlopCounterMode(display=False) as counter:
+            model(phi, hidden, cond)
+        return counter.get_total_flops()
+    return torch_dispatch(count)
 
 
 def variants(model, phi, hidden, cond):
@@ -74,13 +87,7 @@ def variants(model, phi, hidden, cond):
     cl_model = cl_model.to(memory_format=fmt).eval()
     out["channels_last"] = lambda: cl_model(phi, hidden, cond)
     if phi.ndim == 4:  # 3D: the model calls oneDNN directly; compare with torch's own dispatch
-        def torch_dispatch():
-            direct, model_module._onednn = model_module._onednn, lambda x, weight: False
-            try:
-                return model(phi, hidden, cond)
-            finally:
-                model_module._onednn = direct
-        out["torch conv dispatch"] = torch_dispatch
+        out["torch conv dispatch"] = lambda: torch_dispatch(lambda: model(phi, hidden, cond))
     compiled = torch.compile(model)
     out["torch.compile"] = lambda: compiled(phi, hidden, cond)
     return out

@@ -131,11 +131,12 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     convolution with a kernel of side ≤ 3 to its slow native kernel when N·C·D·H ≤ 20 480 (a rule
     tuned on 2D images, where it counts N·C·H·W): every 3D conv of the model at 32³ and the first
     one at 64³, 3–8× slower than oneDNN on the same call (README, "3D model efficiency"). 2D
-    dispatch is left alone (no gain measured). Float32 CPU only, outside autocast."""
+    dispatch is left alone (no gain measured). Float32 CPU only, outside autocast and outside
+    torch.compile (whose tracer has no meta kernel for the direct call)."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and weight.ndim == 5 and weight.shape[-1] > 1
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
 def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

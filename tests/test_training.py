@@ -171,6 +171,10 @@ def test_corrupt_dataset_is_reported(tmp_path, damage, message):
 def test_evaluate_end_to_end(data, tmp_path, capsys):
     """generate → train 2 epochs → evaluate writes a summary with finite measures and figures."""
     train(data, tmp_path / "run", CFG, name="tiny")
+    log = tmp_path / "run" / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows[-1]["threads"] == torch.get_num_threads() and rows[-1]["device"] == "cpu"
+    log.write_text("".join(json.dumps({**r, "threads": 7}) + "\n" for r in rows))  # as if trained on 7
     out = tmp_path / "eval"
     notes = tmp_path / "notes.md"
     notes.write_text("## History\nTrained in two stages.\n")
@@ -182,6 +186,7 @@ def test_evaluate_end_to_end(data, tmp_path, capsys):
     card = (tmp_path / "run" / "best" / "MODEL_CARD.md").read_text()
     assert "| median MAE within the horizon |" in card and card.rstrip().endswith("Trained in two stages.")
     assert "2 epochs" in card and (tmp_path / "run" / "best" / "evaluation.png").exists()
+    assert "(7 torch thread(s), CPU only)" in card  # the training's thread count, not the evaluation's
     summary = json.loads((out / "summary.json").read_text())
     acc = summary["accuracy"]
     assert acc["frames"] == 6 and len(acc["mae"]["median"]) == 6

@@ -66,6 +66,7 @@ def training_summary(log_path: Path | None) -> dict:
         return {}
     best = min(rows, key=lambda r: r["val_loss"])
     return {"epochs": rows[-1]["epoch"], "wall_seconds": sum(r["seconds"] for r in rows),
+            "threads": rows[-1].get("threads"), "device": rows[-1].get("device"),
             "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
 
 
@@ -95,6 +96,14 @@ def evaluation_rows(ckpt: Checkpoint, summary: dict) -> list[tuple[str, str, str
     return rows + protocol_rows(summary, ckpt.dim)
 
 
+def training_hardware(log: dict) -> str:
+    """What the training log says it ran on (logs before 2026-11-25 did not record it)."""
+    if log.get("threads") is None:
+        return "threads not recorded in the training log"
+    where = "CPU only" if log.get("device") == "cpu" else log.get("device")
+    return f"{log['threads']} torch thread(s), {where}"
+
+
 def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str, notes: str = "") -> str:
     """Markdown model card: data, sizes, training, hardware, evaluation table beside the paper's."""
     cfg, tr, ds = ckpt.model_config, ckpt.training, ckpt.config.get("dataset", {})
@@ -105,7 +114,7 @@ def render_card(ckpt: Checkpoint, summary: dict, log: dict, command: str, notes:
     means = tr.get("mean_range", ["?", "?"])
     etas = [100 * e for e in tr.get("misfit_range", [0, 0])]
     digest = str(ds.get("sha256"))[:16]
-    machine = f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads, CPU only)"
+    machine = f"{platform.processor() or platform.machine()} ({training_hardware(log)})"
     best = f"{log.get('best_val_loss', float('nan')):.4g} at epoch {log.get('best_epoch', '?')}"
     protocol = summary.get("protocol", "quick")
     wall = summary.get("wall_seconds")

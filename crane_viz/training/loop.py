@@ -507,7 +507,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
             record = {"epoch": epoch + 1, "horizon": frames - given, "given": given,
                       "lr": learning_rate(cfg, epoch),
                       "train_loss": sum(losses) / max(len(losses), 1), "val_loss": val,
-                      "seconds": seconds, "hours": trained_seconds / 3600}
+                      "seconds": seconds, "hours": trained_seconds / 3600,
+                      "threads": torch.get_num_threads(), "device": torch.device(device).type}
             improved = math.isfinite(val) and val < best
             if improved:
                 best = val

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..physics.equations import elastic_kernel
+from ..physics.equations import elastic_potential_of
 from ..physics.presets import get_preset
 
 HEADS = ("flux", "potential")
@@ -261,13 +261,9 @@ def input_channels(config: CRNNConfig) -> int:
 def elastic_feature(phi: torch.Tensor, misfit: torch.Tensor, constants: tuple) -> torch.Tensor:
     """μ_el = η² IFFT[trB(n) θ̂] per batch element (physics.md §2), computed in float32 outside
     autocast (FFTs have no bfloat16 kernels) and returned in φ's dtype."""
-    dims = tuple(range(1, phi.ndim))
-    shape = tuple(phi.shape[1:])
     with torch.autocast(phi.device.type, enabled=False):
         x = phi.float()
-        trb = elastic_kernel(shape, *constants, torch.float32, x.device)
-        eta2 = (misfit.to(x) ** 2).reshape(-1, *(1,) * len(dims))
-        mu = torch.fft.irfftn(eta2 * trb * torch.fft.rfftn(x, dim=dims), s=shape, dim=dims)
+        mu = elastic_potential_of(x, misfit.to(x), constants, phi.ndim - 1)
     return mu.to(phi.dtype)
 
 

@@ -149,8 +149,13 @@ def grad_sq_mean_spectral(phi: torch.Tensor, dim: int) -> torch.Tensor:
 
 def elastic_potential(phi: torch.Tensor, misfit, preset: Preset, dim: int) -> torch.Tensor:
     """μ_el = η² IFFT[trB(n) θ̂], θ = φ − ⟨φ⟩ (trB(0) = 0 removes the mean)."""
+    return elastic_potential_of(phi, misfit, (preset.c11, preset.c12, preset.c44), dim)
+
+
+def elastic_potential_of(phi: torch.Tensor, misfit, constants: tuple, dim: int) -> torch.Tensor:
+    """`elastic_potential` for cubic elastic constants (C11, C12, C44) given directly."""
     shape = tuple(phi.shape[-dim:])
-    trb = preset_elastic_kernel(preset, shape, phi.dtype, phi.device)
+    trb = elastic_kernel(shape, *constants, phi.dtype, phi.device)
     phi_hat = torch.fft.rfftn(phi, dim=spatial_dims(dim))
     eta2 = per_batch(misfit, phi, dim) ** 2
     return torch.fft.irfftn(eta2 * trb * phi_hat, s=shape, dim=spatial_dims(dim))

@@ -236,7 +236,8 @@ class SweepSettings(Settings):
     amplitude = param.Number(0.05, bounds=(0.0, 0.5), doc="Peak Perlin deviation max|φ − ⟨φ⟩| of every point.")
     cells = param.Integer(8, bounds=(1, 256), doc="Perlin lattice cells per side.")
     seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Seed of the point positions; point i's noise uses seed + i.")
-    horizon = param.Integer(100, bounds=(1, 10_000), doc="Frames τ before the outcome is read.")
+    horizon = param.Integer(100, bounds=(1, 10_000), doc="Simulated time τ before the outcome is read "
+                                                             "(a whole number of the model's frames).")
     size = param.Integer(128, bounds=(8, 2048), doc="Grid points per side.")
     batch = param.Integer(50, bounds=(1, 1024), doc="Points integrated together in one tensor.")
     threshold = param.Number(0.05, bounds=(0.0, 1.0), doc="Separated when max φ − min φ exceeds this.")

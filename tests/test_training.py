@@ -4,6 +4,7 @@ import json
 import math
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -237,6 +238,37 @@ def test_max_frames_and_keeping_the_last_epoch(data, tmp_path):
         train(data, tmp_path / "bad", TrainConfig(model="tiny-2d", epochs=1, keep="first"))
     with pytest.raises(InputError, match="--max-frames"):
         train(data, tmp_path / "bad2", TrainConfig(model="tiny-2d", epochs=1, max_frames=1))
+
+
+def test_frame_stride_makes_a_coarse_step_model_that_sweeps_in_its_own_frames(data, tmp_path):
+    """--frame-stride 2 trains on frames 0, 2, 4 and saves τ = 2: the sweep's reference, built from
+    the checkpoint's preset, then steps 2 τ per frame too (its outcome equals 1-τ steps to the same
+    time), and a horizon that is not a whole number of model frames is refused."""
+    from crane_viz.analysis import metrics
+    from crane_viz.analysis.phase import Point, classify_chunk, initial_fields, run_sweep
+    from crane_viz.engines import make_solver
+    from crane_viz.engines.base import advance
+    from crane_viz.physics.presets import get_preset
+    from crane_viz.settings import SweepSettings
+
+    record = train(data, tmp_path / "run", TrainConfig(model="tiny-2d", epochs=1, ramp=0, batch=3,
+                                                       frame_stride=2, seed=3))
+    assert record["horizon"] == 2  # 3 strided frames: predict 2 from the first
+    ck = load_checkpoint(tmp_path / "run" / "best")
+    base = get_preset("coherent-2d")
+    assert ck.frame_time == ck.preset.frame_time == 2 * base.frame_time and ck.training["frames"] == 3
+    s = SweepSettings(points=2, size=16, cells=4, horizon=4, batch=2, reference="spectral")
+    points = [Point(index=i, mean=0.5, eta=0.006 * i, amplitude=0.05, seed=7 + i) for i in range(2)]
+    rows, _ = classify_chunk(points, s, str(ck.path))
+    one_tau = make_solver("spectral", base, misfit=torch.tensor([0.0, 0.006]))
+    final = advance(one_tau, initial_fields(points, s), 4).phi
+    np.testing.assert_allclose([r["reference_spread"] for r in rows], metrics.spread(final, 2).numpy(),
+                               rtol=1e-4)
+    with pytest.raises(InputError, match="multiple of 2"):
+        run_sweep(SweepSettings(points=2, size=16, cells=4, horizon=3, batch=2), str(ck.path),
+                  tmp_path / "pd.csv")
+    with pytest.raises(InputError, match="--frame-stride 5"):
+        train(data, tmp_path / "bad", TrainConfig(model="tiny-2d", epochs=1, frame_stride=5))
 
 
 def test_variance_frame_weights_lift_the_linear_regime():

@@ -128,6 +128,15 @@ def initial_fields(points: list[Point], s: SweepSettings) -> torch.Tensor:
     return as_batch(fields)
 
 
+def horizon_frames(horizon: float, frame_time: float) -> int:
+    """Frames of τ = `frame_time` that reach `horizon` τ; a coarse-step model must land on it."""
+    frames = round(horizon / frame_time)
+    if frames < 1 or abs(frames * frame_time - horizon) > 1e-6 * horizon:
+        raise InputError(f"--horizon {horizon:g} τ is not a whole number of this model's {frame_time:g}-τ "
+                         f"frames; choose a multiple of {frame_time:g}")
+    return frames
+
+
 def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, device="cpu",
                    thumbnails: bool = False) -> tuple[list[dict], dict]:
     """Rows (with spreads and outcomes) of a chunk of points, and the seconds each engine took.
@@ -135,6 +144,7 @@ def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, devic
     `thumbnails` adds a small PNG data URL of each surrogate final field under "thumbnail".
     """
     ckpt = _checkpoint(checkpoint)
+    frames = horizon_frames(s.horizon, ckpt.frame_time)
     phi0 = initial_fields(points, s).to(device)
     eta = torch.tensor([p.eta for p in points], dtype=torch.float32).to(device)
     seconds = {}
@@ -148,7 +158,7 @@ def classify_chunk(points: list[Point], s: SweepSettings, checkpoint: str, devic
         size = sizes[label]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            final = torch.cat([advance(engine(i, i + size), phi0[i:i + size], s.horizon).phi
+            final = torch.cat([advance(engine(i, i + size), phi0[i:i + size], frames).phi
                                for i in range(0, len(points), size)])
         seconds[label] = time.perf_counter() - t0
         spread = metrics.spread(final, 2).cpu().numpy().reshape(-1)
@@ -240,6 +250,7 @@ def run_sweep(s: SweepSettings, checkpoint: str, out: str | Path, *, points: lis
     if _checkpoint(checkpoint).dim != 2:
         raise InputError(f"--checkpoint {checkpoint} is a {_checkpoint(checkpoint).dim}D model; phase "
                          "diagrams classify 2D (⟨φ⟩, η) cases, so use a 2D checkpoint")
+    horizon_frames(s.horizon, _checkpoint(checkpoint).frame_time)  # a clear message before any work
     if scheduler not in (None, "local"):
         check_scheduler(scheduler)
     user = points is not None

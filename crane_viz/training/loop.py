@@ -67,6 +67,9 @@ class TrainConfig(Settings):
                                                        "(0: whole sequences); short windows give more steps per second.")
     max_frames = param.Integer(0, bounds=(0, 100_000), doc="Use only the first frames of every sequence, "
                                                            "e.g. the growth stage (0: all; else at least 2).")
+    frame_stride = param.Integer(1, bounds=(1, 1000), doc="Train on every N-th stored frame, so one model "
+                                                          "step covers N frames τ of the data (e.g. a "
+                                                          "coarse-step model for fast phase-diagram sweeps).")
     init = param.String("", doc="Checkpoint (name or folder) or train_state.pt whose weights start the run "
                                 "(fine-tuning); a model with a smaller kernel is widened to --model's, "
                                 "computing the same function.")
@@ -108,6 +111,20 @@ def curriculum_horizon(epoch: int, ramp: int, frames: int) -> int:
         raise ValueError("sequences need at least 2 frames")
     progress = 1.0 if ramp <= 0 else min(epoch / ramp, 1.0)
     return max(1, round((frames - 1) - progress * (frames - 2)))
+
+
+def strided(phi: torch.Tensor, preset, stride: int):
+    """Every `stride`-th frame of (B, T, *grid) sequences and the preset whose frame τ is that long.
+
+    The checkpoint stores the longer τ, so every engine built from it (the reference beside it in
+    the app, sweeps, evaluation) steps the same simulated time per frame.
+    """
+    if stride == 1:
+        return phi, preset
+    if phi.shape[1] <= stride:
+        raise InputError(f"--frame-stride {stride} leaves one frame of sequences with {phi.shape[1]}; "
+                         f"it must be below the frames per sequence")
+    return phi[:, ::stride], replace(preset, frame_time=preset.frame_time * stride)
 
 
 def window_of(seq: torch.Tensor, window: int, gen: torch.Generator, first: float = 0.0) -> torch.Tensor:
@@ -432,7 +449,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     data = load_dataset(data_path)
     if cfg.max_frames:
         data.phi = data.phi[:, :cfg.max_frames]
-    preset = data.preset
+    data.phi, preset = strided(data.phi, data.preset, cfg.frame_stride)
     ranges, provenance = training_ranges(data, cfg), provenance_of(data)
     if cfg.grid_scale > 1:
         data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])

@@ -83,6 +83,11 @@ def test_protocol_specs_and_bounds():
             protocol_spec("quick", 2, **{key: 0})
     with pytest.raises(InputError, match="--seed"):
         protocol_spec("quick", 2, seed=-1)
+    coarse = protocol_spec("paper", 2, stride=5)  # a model stepping 5 τ: the same simulated times
+    assert (coarse.horizon, coarse.phase_frames, coarse.size) == (20, 20, 128)
+    assert protocol_spec("paper", 2, stride=3, horizon=30, phase_frames=33).horizon == 30
+    with pytest.raises(InputError, match="--horizon"):
+        protocol_spec("paper", 2, stride=3)
 
 
 def test_evaluate_paper_protocol_cli_on_tiny_settings(tmp_path, capsys):

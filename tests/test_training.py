@@ -245,6 +245,7 @@ def test_frame_stride_makes_a_coarse_step_model_that_sweeps_in_its_own_frames(da
     the checkpoint's preset, then steps 2 τ per frame too (its outcome equals 1-τ steps to the same
     time), and a horizon that is not a whole number of model frames is refused."""
     from crane_viz.analysis import metrics
+    from crane_viz.analysis.evaluation import frame_stride_of, protocol_spec
     from crane_viz.analysis.phase import Point, classify_chunk, initial_fields, run_sweep
     from crane_viz.engines import make_solver
     from crane_viz.engines.base import advance
@@ -257,6 +258,7 @@ def test_frame_stride_makes_a_coarse_step_model_that_sweeps_in_its_own_frames(da
     ck = load_checkpoint(tmp_path / "run" / "best")
     base = get_preset("coherent-2d")
     assert ck.frame_time == ck.preset.frame_time == 2 * base.frame_time and ck.training["frames"] == 3
+    assert frame_stride_of(ck) == 2 and protocol_spec("quick", 2, frame_stride_of(ck)).horizon == 20
     s = SweepSettings(points=2, size=16, cells=4, horizon=4, batch=2, reference="spectral")
     points = [Point(index=i, mean=0.5, eta=0.006 * i, amplitude=0.05, seed=7 + i) for i in range(2)]
     rows, _ = classify_chunk(points, s, str(ck.path))

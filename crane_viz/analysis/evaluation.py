@@ -21,6 +21,7 @@ from ..engines.surrogate import SurrogateEngine, downsample
 from ..errors import InputError
 from ..nn.checkpoint import Checkpoint
 from ..physics.initial import as_batch, perlin_field
+from ..physics.presets import get_preset
 from ..settings import MAX_SEED, check_spec, spec_field
 from ..training.dataset import DatasetSpec, sample_case
 from . import metrics
@@ -36,7 +37,7 @@ class EvalSpec:
     extrapolate: int = spec_field(5, "Evaluate up to this many horizons.", (1, 1000))
     ensemble: int = spec_field(16, "Cases of the ensemble F/V(t) test (2D: ⟨φ⟩ = 0.5, η = 0.6 %).", (1, 10_000))
     phase_points: int = spec_field(64, "Random (⟨φ⟩, η) points for phase classification (2D; 0: none).", (0, 100_000))
-    phase_frames: int = spec_field(100, "Frames τ at which the phase is classified (2D paper: 100 τ).", (1, 100_000))
+    phase_frames: int = spec_field(100, "Model frames after which the phase is classified (2D paper: 100 τ).", (1, 100_000))
     batch: int = spec_field(16, "Cases integrated together in one tensor.", (1, 4096))
     seed: int = spec_field(1_000_000, "Base seed of the held-out cases, disjoint from training seeds.", (0, MAX_SEED))
 
@@ -60,11 +61,27 @@ SNAPSHOT_TIMES = {2: (90, 100, 200), 3: (50, 90, 100)}  # RMSE, SSIM and alignme
 ETA_BINS = (0.0, 0.003, 0.006, 0.009, 0.0121)  # alignment reported per η bin (fractions)
 
 
-def protocol_spec(name: str, dim: int, **overrides) -> EvalSpec:
-    """The EvalSpec of a named protocol ("quick" or "paper") for a 2D or 3D checkpoint."""
+def protocol_spec(name: str, dim: int, stride: int = 1, **overrides) -> EvalSpec:
+    """The EvalSpec of a named protocol ("quick" or "paper") for a 2D or 3D checkpoint.
+
+    The protocols count frames of the preset's τ; a model whose step is `stride` of them (trained
+    with --frame-stride) runs the same simulated times in 1/stride as many frames. `overrides`
+    are already in the model's frames.
+    """
     if (name, dim) not in PROTOCOLS:
         raise InputError(f"--protocol must be one of {sorted({n for n, _ in PROTOCOLS})}, not {name!r}")
-    return EvalSpec(**{**PROTOCOLS[(name, dim)], **overrides})
+    base = {**asdict(EvalSpec()), **PROTOCOLS[(name, dim)]}
+    for key in ("horizon", "phase_frames"):
+        if key not in overrides and base[key] % stride:
+            raise InputError(f"the {name} protocol's {key} ({base[key]} frames) is not a whole number of "
+                             f"this model's {stride}-frame steps; give --{key.replace('_', '-')}")
+        base[key] //= stride
+    return EvalSpec(**{**base, **overrides})
+
+
+def frame_stride_of(ckpt: Checkpoint) -> int:
+    """Preset frames τ per model step (1 unless trained with --frame-stride)."""
+    return max(1, round(ckpt.frame_time / get_preset(ckpt.preset.name).frame_time))
 
 
 def run_pair(ckpt: Checkpoint, phi0: torch.Tensor, eta: torch.Tensor, frames: int, device,
@@ -280,7 +297,7 @@ def ensemble_energy(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
 
 
 def phase_agreement(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
-    """Separated/homogeneous at `phase_frames` τ for random (⟨φ⟩, η): surrogate vs reference."""
+    """Separated/homogeneous after `phase_frames` model frames for random (⟨φ⟩, η): surrogate vs reference."""
     rng = np.random.default_rng(spec.seed + 900_000)
     n = spec.phase_points
     means = rng.uniform(0.2, 0.8, n)
@@ -300,7 +317,8 @@ def phase_agreement(ckpt: Checkpoint, spec: EvalSpec, device) -> dict:
     run_pair(ckpt, as_batch(fields), torch.tensor(etas, dtype=torch.float32), spec.phase_frames,
              device, spec.batch, every)
     agree = sep["surrogate"] == sep["reference"]
-    return {"frames": spec.phase_frames, "agreement": float(agree.mean()),
+    return {"frames": spec.phase_frames, "time": spec.phase_frames * ckpt.frame_time,
+            "agreement": float(agree.mean()),
             "points": [{"mean": float(m), "eta": float(e), "surrogate": bool(s), "reference": bool(r)}
                        for m, e, s, r in zip(means, etas, sep["surrogate"], sep["reference"])]}
 

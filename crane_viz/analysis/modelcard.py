@@ -87,7 +87,8 @@ def evaluation_rows(ckpt: Checkpoint, summary: dict) -> list[tuple[str, str, str
         ("stable rollout (all held-out cases)", f"≥ {acc['min_stable_frames']} frames", paper["stable"]),
     ]
     if "phase" in summary:
-        rows.append((f"phase agreement at {summary['phase']['frames']} τ ({len(summary['phase']['points'])} points)",
+        phase = summary["phase"]  # "time" is absent from summaries of 1-τ models written before it
+        rows.append((f"phase agreement at {phase.get('time', phase['frames']):g} τ ({len(phase['points'])} points)",
                      f"{100 * summary['phase']['agreement']:.1f} %", paper["phase"]))
     if "coarsening_exponent_reference" in ens:
         rows.append(("late-time exponent of F/V(t) (surrogate / reference)",

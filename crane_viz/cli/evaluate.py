@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..analysis.evaluation import EvalSpec, evaluate, figures, protocol_spec
+from ..analysis.evaluation import EvalSpec, evaluate, figures, frame_stride_of, protocol_spec
 from ..analysis.modelcard import protocol_lines, write_card, write_protocol_section
 from ..device import add_device_option
 from ..errors import InputError
@@ -46,11 +46,11 @@ def add_spec_options(p) -> None:
                        help=spec_help(f, f"{f.default} (quick protocol)"))
 
 
-def spec_from_args(args, dim: int) -> tuple[EvalSpec, str]:
-    """The EvalSpec the options ask for and the protocol's name as reported."""
+def spec_from_args(args, ckpt) -> tuple[EvalSpec, str]:
+    """The EvalSpec the options ask for `ckpt` and the protocol's name as reported."""
     given = {f.name: getattr(args, f.name) for f in fields(EvalSpec) if getattr(args, f.name) is not None}
     name = args.protocol if not given else f"{args.protocol} (with {', '.join(sorted(given))} changed)"
-    return protocol_spec(args.protocol, dim, **given), name
+    return protocol_spec(args.protocol, ckpt.dim, frame_stride_of(ckpt), **given), name
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--notes {args.notes}: no such file")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
-    spec, protocol = spec_from_args(args, ckpt.dim)
+    spec, protocol = spec_from_args(args, ckpt)
     out = check_output_folder(args.out, args.overwrite,
                               ("summary.json", "evaluation.png", "protocol.png", "phase.png"))
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
     for line in protocol_lines(summary):
         print(line)
     if "phase" in summary:
-        print(f"phase agreement at {summary['phase']['frames']} τ: {100 * summary['phase']['agreement']:.1f} %")
+        phase = summary["phase"]
+        print(f"phase agreement at {phase.get('time', phase['frames']):g} τ: {100 * phase['agreement']:.1f} %")
     print(f"wrote {out / 'summary.json'}, {', '.join(str(p) for p in written)}")
     if args.paper_card:
         command = "crane-viz evaluate " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else [args.checkpoint])

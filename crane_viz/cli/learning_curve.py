@@ -29,8 +29,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--every must be at least 1, not {args.every}")
     run = Path(args.run)
     device = resolve_device(args.device)
-    dim = load_checkpoint(snapshots(run)[0]).dim
-    spec, protocol = spec_from_args(args, dim)
+    spec, protocol = spec_from_args(args, load_checkpoint(snapshots(run)[0]))
     rows = learning_curve(run, spec, protocol=protocol, device=device, every=args.every,
                           progress=lambda s: print(f"evaluating {s}", flush=True))
     for r in rows:

@@ -1,6 +1,9 @@
 """The explorer's views as Bokeh/Panel objects (no server): what a teacher sees on the plots and
 in messages (#16 item 14), checked on the models the browser draws."""
 
+import math
+
+import numpy as np
 import pytest
 
 pytest.importorskip("panel")
@@ -8,7 +11,7 @@ pytest.importorskip("panel")
 from bokeh.document import Document  # noqa: E402
 from bokeh.models import ColorBar, Legend  # noqa: E402
 
-from crane_viz.app.views import MapsView, PlotsView  # noqa: E402
+from crane_viz.app.views import LEVELS, MapsView, PlotsView, colour_levels  # noqa: E402
 from crane_viz.live.controller import gui_wording  # noqa: E402
 
 
@@ -18,9 +21,34 @@ def test_maps_carry_colour_bars_for_phi_and_its_difference():
     assert len(bars["reference"]) == 1 and len(bars["difference"]) == 1
     assert not bars["surrogate"]  # surrogate and reference share one φ scale: one bar for both
     phi, diff = bars["reference"][0].color_mapper, bars["difference"][0].color_mapper
-    assert (phi.low, phi.high) == (0.0, 1.0)
-    assert maps.figures["surrogate"].renderers[0].glyph.color_mapper is phi
-    assert diff is not phi
+    assert (phi.low, phi.high) == (0.0, 1.0) and (diff.low, diff.high) == (0.0, 0.5)  # in φ units
+    for key, bar in (("surrogate", phi), ("reference", phi), ("difference", diff)):
+        glyph = maps.figures[key].renderers[0].glyph.color_mapper  # draws the maps' palette indices
+        assert (glyph.low, glyph.high) == (0, LEVELS) and glyph.palette == bar.palette
+    assert diff.palette != phi.palette
+
+
+def bokeh_colour_index(value: float, low: float, high: float, n: int = LEVELS) -> int:
+    """BokehJS's LinearColorMapper.value_to_index, ends clamped to the end colours (its low_color
+    and high_color default to them)."""
+    if value == high:
+        return n - 1
+    index = math.floor((value - low) * (1 / (high - low)) / (1 / n))
+    return min(max(index, 0), n - 1)
+
+
+def test_maps_sent_as_palette_indices_show_the_colours_of_the_values():
+    """One byte per point instead of four: the browser's mapper on [0, 256] gives level k colour k,
+    the colour its mapper on [low, high] gives the value (edges, outside values, random ones)."""
+    rng = np.random.default_rng(0)
+    for low, high in ((0.0, 1.0), (0.0, 0.5)):
+        values = np.concatenate([np.float32([low - 0.3, low, high, high + 2.0, -1e-7]),
+                                 low + (high - low) * np.arange(257, dtype=np.float32) / 256,
+                                 rng.uniform(low - 0.1, high + 0.1, 2000).astype(np.float32)])
+        levels = colour_levels(values, low, high)
+        assert levels.dtype == np.uint8
+        assert [bokeh_colour_index(float(v), low, high) for v in values] == \
+               [bokeh_colour_index(float(k), 0, LEVELS) for k in levels]
 
 
 def test_metric_legends_sit_beside_the_plots_not_over_the_newest_points():
@@ -106,7 +134,7 @@ def test_batches_offered_while_the_page_is_busy_join_one_update():
     assert display.counter.value == frames[-1].index == 5
     assert list(display.plots.source.data["time"]) == [f.time for f in frames]
     image = display.maps.sources["surrogate"].data["image"][0]
-    assert (image == frames[-1].surrogate.T).all()
+    assert image.dtype == np.uint8 and (image == colour_levels(frames[-1].surrogate.T, 0.0, 1.0)).all()
     assert display.pacer.sent == 1 and display.pacer.shown == 0
     live._playing.set()  # while playing, updates wait for the browser, keep their pace, and the
     display._plotted_at = float("inf")  # plots keep their interval …

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import field, fields
 
 import numpy as np
@@ -189,8 +190,16 @@ class SimulationSettings(EvolutionSettings):
                 "frames": self.frames}
 
 
+SELECTOR_REFUSAL = re.compile(r"does not accept (.+); valid options include: '\[(.*)\]'")
+
+
 def _plain(message: str) -> str:
-    """Turn param's "Number parameter 'SimulationSettings.mean' must …" into "--mean must …"."""
+    """Turn param's "Number parameter 'SimulationSettings.mean' must …" into "--mean must …",
+    and its selector refusal into "must be one of a, b, not 'x'" (without the internal None)."""
+    refusal = SELECTOR_REFUSAL.search(message)
+    if refusal:
+        options = [o for o in refusal.group(2).split(", ") if o != "None"]
+        message = message[:refusal.start()] + f"must be one of {', '.join(options)}, not {refusal.group(1)}"
     for kind in ("Number", "Integer", "Selector", "String", "Boolean"):
         message = message.replace(f"{kind} parameter ", "")
     if message.startswith("'") and "." in message.split("'")[1]:

@@ -163,6 +163,7 @@ SIMULATE = [
     (["--out", "{dir}/keep.h5"], "keep.png"),
     (["--out", "{dir}/a_file/x.h5"], "a_file"),
     (["--size", "100000"], "--size"),
+    (["--preset", "nope"], "--preset must be one of coherent-2d, plain-3d, plain-2d, coherent-3d, not 'nope'"),
 ]
 RUN = [
     *DEVICE_CASES,
@@ -192,7 +193,8 @@ TRAIN = [
     (["--batch", "-1"], "--batch"),
     (["--epochs", "0"], "--epochs"),
     (["--grid-scale", "0"], "--grid-scale"),
-    (["--grid-scale", "3"], "--grid-scale"),
+    (["--grid-scale", "3"], "--grid-scale must be one of 1, 2, 4, not 3"),
+    (["--frame-stride", "0"], "--frame-stride"),
     (["--grid-scale", "32"], "--grid-scale"),
     (["--lr", "-1"], "--lr"),
     (["--lr", "nan"], "--lr"),

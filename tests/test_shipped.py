@@ -22,10 +22,10 @@ from crane_viz.physics.initial import as_batch, perlin_field
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 # name: (reference grid, frames, Perlin amplitude and cells, [(mean, eta, seed, MAE bound)], baseline fraction)
 # bounds: measured with this file's cases (coherent-2d 2026-11-25: 0.152, 0.041; coherent-2d-elastic
-# 2026-11-25: 0.0455, 0.0243; plain-3d 2026-11-23: 0.220, 0.214), × 1.25
+# 2026-11-25, stage 5: 0.0378, 0.0309; plain-3d 2026-11-23: 0.220, 0.214), × 1.25
 CASES = {
     "coherent-2d": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.19), (0.42, 0.002, 12, 0.051)], 0.5),
-    "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.057), (0.42, 0.002, 12, 0.030)], 0.5),
+    "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.047), (0.42, 0.002, 12, 0.039)], 0.5),
     "plain-3d": (16, 20, (0.1, 4), [(0.5, 0.0, 21, 0.275), (0.42, 0.0, 22, 0.267)], 0.75),
 }
 
@@ -79,9 +79,9 @@ def test_run_with_the_shipped_2d_checkpoint_writes_the_documented_file(tmp_path,
 GROWTH = {
     "coherent-2d": {("<10>", 0.0): 1.514, ("<10>", 0.006): 1.277, ("<10>", 0.01): 1.070,
                     ("<11>", 0.0): 1.573, ("<11>", 0.006): 1.309, ("<11>", 0.01): 1.072},
-    # the elastic input halves the ⟨11⟩ error at η = 1 % (0.878 against the reference's 0.661)
-    "coherent-2d-elastic": {("<10>", 0.0): 1.522, ("<10>", 0.006): 1.323, ("<10>", 0.01): 1.077,
-                            ("<11>", 0.0): 1.575, ("<11>", 0.006): 1.213, ("<11>", 0.01): 0.878},
+    # the elastic input halves the ⟨11⟩ error at η = 1 % (0.875 against the reference's 0.661)
+    "coherent-2d-elastic": {("<10>", 0.0): 1.408, ("<10>", 0.006): 1.292, ("<10>", 0.01): 1.101,
+                            ("<11>", 0.0): 1.451, ("<11>", 0.006): 1.169, ("<11>", 0.01): 0.875},
     "plain-3d": {("<100>", 0.0): 1.116, ("<111>", 0.0): 1.183},
 }
 

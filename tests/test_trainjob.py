@@ -156,6 +156,10 @@ def test_bad_settings_name_the_setting(project):
         project.start(TrainJobSettings(checkpoint_name="no spaces", **TINY))
     with pytest.raises(InputError, match="--eta-max-percent"):
         project.start(TrainJobSettings(checkpoint_name="x", preset="plain-3d", **{**TINY, "model": "tiny-3d"}))
+    with pytest.raises(InputError, match="--frame-stride 8 leaves one frame"):  # 8 frames: 0 only
+        project.start(TrainJobSettings(checkpoint_name="x", frame_stride=8, **TINY))
+    with pytest.raises(InputError, match="--frame-stride 3 leaves one frame"):  # the first 3 frames: 0 only
+        project.start(TrainJobSettings(checkpoint_name="x", frame_stride=3, max_frames=3, **TINY))
     with pytest.raises(InputError, match="exists"):
         project.start(TrainJobSettings(checkpoint_name="coherent-2d", **TINY))
     assert project.jobs() == []
@@ -166,6 +170,16 @@ def test_estimate_counts_the_dataset_and_times_the_steps():
     assert est["bytes"] == 4 * 8 * 16 * 16 * 4
     assert est["generate_s"] > 0 and est["epoch_s"] > 0
     assert est["total_s"] == pytest.approx(est["generate_s"] + 10 * est["epoch_s"])
+
+
+def test_the_estimate_counts_the_frames_trained_on():
+    """Every 2nd of the first 7 frames: 4 frames trained on, the same as a 4-frame dataset."""
+    assert TrainJobSettings(frames=9, max_frames=7, frame_stride=2).trained_frames(9) == 4
+    assert TrainJobSettings(frames=9, frame_stride=3).trained_frames(9) == 3
+    # 4 sequences: 3 train in one batch, 1 validates (a validation step counts a third)
+    strided = estimate(TrainJobSettings(**{**TINY, "frames": 31, "frame_stride": 10}), repeats=1)
+    plain = estimate(TrainJobSettings(**{**TINY, "frames": 31}), repeats=1)
+    assert strided["epoch_steps"] == 3 + 3 / 3 and plain["epoch_steps"] == 30 + 30 / 3
 
 
 def test_estimating_a_huge_job_is_quick_and_small():

@@ -32,8 +32,11 @@ class TrainingView(View):
             "eta_min_percent", "eta_max_percent", "data_seed"]
     MODEL = ["model", "init", "epochs", "ramp", "lr", "batch", "grad_weight", "energy_weight", "noise",
              "window", "grid_scale", "clip_norm", "seed", "preview_every", "threads"]
+    # the recipes of the shipped checkpoints (their cards' commands) need these too
+    CURRICULUM = ["val_fraction", "max_frames", "frame_stride", "first_window", "frame_weight", "pushforward",
+                  "rise_weight", "ema", "schedule", "keep", "snapshot_every"]
     INTS = ["sequences", "frames", "size", "data_seed", "epochs", "ramp", "batch", "window",
-            "seed", "preview_every", "threads"]
+            "seed", "preview_every", "threads", "max_frames", "frame_stride", "pushforward", "snapshot_every"]
 
     def __init__(self, doc, on_models_changed):
         super().__init__()
@@ -41,13 +44,15 @@ class TrainingView(View):
         self.project = Project()
         self.settings = TrainJobSettings(checkpoint_name=self._free_name())
         if pn.state.location is not None:  # paths (dataset, init) never come from a link
-            shared = [k for k in self.DATA + self.MODEL if k not in ("dataset", "init")]
+            shared = [k for k in self.DATA + self.MODEL + self.CURRICULUM if k not in ("dataset", "init")]
             pn.state.location.sync(self.settings, {k: f"train_{k}" for k in shared},
                                    on_error=lambda values: apply_each(self.settings, values))
         widgets = {k: pn.widgets.IntInput for k in self.INTS}
         widgets["init"] = {"type": pn.widgets.Select, "options": ["", *list_checkpoints()]}
         self.data_controls = pn.Param(self.settings, parameters=self.DATA, show_name=False, widgets=widgets)
         self.model_controls = pn.Param(self.settings, parameters=self.MODEL, show_name=False, widgets=widgets)
+        self.curriculum_controls = pn.Param(self.settings, parameters=self.CURRICULUM, show_name=False,
+                                            widgets=widgets)
         self.estimate = pn.pane.Markdown("", margin=(0, 10))
         self.estimator, self._estimate_again = BackgroundJob(), False
         self.start = pn.widgets.Button(label="Start training", color="success", width=130)
@@ -76,7 +81,8 @@ class TrainingView(View):
         self.resume.on_click(lambda _: self._act(self.project.resume))
         self.jobs.param.watch(lambda _: self.refresh(), "value")
         self.settings.param.watch(self._preset_defaults, "preset")
-        costly = [k for k in self.DATA + self.MODEL if k not in ("checkpoint_name", "preview_every", "seed", "data_seed")]
+        costly = ["val_fraction", "max_frames", "frame_stride"] + [
+            k for k in self.DATA + self.MODEL if k not in ("checkpoint_name", "preview_every", "seed", "data_seed")]
         self.settings.param.watch(lambda _: self.update_estimate(), costly)  # what changes the cost
         self.opened = False  # no estimate is timed before the tab is opened (never while a page builds)
         self.refresh()
@@ -197,7 +203,9 @@ class TrainingView(View):
 
     def _layout(self):
         settings = pn.Column(pn.Card(self.data_controls, title="Data", collapsed=False, width=330),
-                             pn.Card(self.model_controls, title="Model and curriculum", collapsed=True, width=330))
+                             pn.Card(self.model_controls, title="Model and curriculum", collapsed=True, width=330),
+                             pn.Card(self.curriculum_controls, title="Frames, stability and checkpoints",
+                                     collapsed=True, width=330))
         watch = pn.Column(self.jobs, self.state, self.progress, self.failure, self.figure,
                           pn.pane.Markdown("Validation rollout preview (reference above the model's own "
                                            "rollout from the first frame):", margin=(0, 10)), self.preview)

@@ -14,7 +14,7 @@ from ..physics.presets import get_preset
 from ..settings import resolve_device
 from .dataset import DatasetSpec, simulate_batch
 from .job_settings import TrainJobSettings
-from .loop import unroll
+from .loop import split, unroll
 
 
 def estimate(settings: TrainJobSettings, repeats: int = 3) -> dict:
@@ -22,7 +22,7 @@ def estimate(settings: TrainJobSettings, repeats: int = 3) -> dict:
 
     Each cost is the fastest of `repeats` timed steps (after a warm-up), so a busy moment does not
     inflate it, timed with the job's thread count. Returns bytes, generate_s (0 for an existing
-    dataset), epoch_s and total_s.
+    dataset), epoch_steps (batched model steps per epoch), epoch_s and total_s.
     """
     settings.check()
     with torch_threads(settings.threads):
@@ -69,11 +69,14 @@ def _estimate(settings: TrainJobSettings, repeats: int) -> dict:
     seq = torch.rand(batch, 2, *(grid,) * cfg.dim, device=device)
     cond = torch.zeros(batch, 1, device=device) if cfg.conditions else None
     per_step = scale * fastest(lambda: unroll(model, seq, 1, cond, 0.0, None).mean().backward(), repeats)
+    frames = settings.trained_frames(frames)
     length = frames if settings.window <= 1 else min(settings.window, frames)
-    n_val = max(1, round(sequences * 0.2))
+    n_val = len(split(sequences, settings.val_fraction, torch.Generator())[1])
     train_batches = math.ceil((sequences - n_val) / batch)
-    epoch_s = train_batches * (length - 1) * per_step + math.ceil(n_val / batch) * (frames - 1) * per_step / 3
-    return {"bytes": int(bytes_), "generate_s": generate_s, "epoch_s": epoch_s,
+    # a validation step (no gradient) costs about a third of a training step
+    epoch_steps = train_batches * (length - 1) + math.ceil(n_val / batch) * (frames - 1) / 3
+    epoch_s = epoch_steps * per_step
+    return {"bytes": int(bytes_), "generate_s": generate_s, "epoch_s": epoch_s, "epoch_steps": epoch_steps,
             "total_s": generate_s + settings.epochs * epoch_s, "threads": torch.get_num_threads(),
             "timed_side": probe_n, "side": n}
 

@@ -15,7 +15,7 @@ from ..nn.model import REGISTRY, get_config
 from ..physics.presets import PRESETS, get_preset
 from ..settings import PAPER_MAX_MISFIT
 from .dataset import DatasetSpec
-from .loop import TrainConfig
+from .loop import TrainConfig, check_stride
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -37,7 +37,7 @@ class TrainJobSettings(TrainConfig):
     preset = param.Selector(default="coherent-2d", objects=list(PRESETS), doc="Physics preset of the generated data.")
     # narrower than DatasetSpec's bounds on purpose: a job needs a validation sequence, and a
     # browser may start one on a shared classroom server (#16)
-    sequences = param.Integer(32, bounds=(2, 100_000), doc="Trajectories to generate (a fifth validates).")
+    sequences = param.Integer(32, bounds=(2, 100_000), doc="Trajectories to generate (--val-fraction of them validate).")
     frames = param.Integer(_SPEC["frames"].default, bounds=_SPEC["frames"].metadata["bounds"],
                            doc=_SPEC["frames"].metadata["doc"])
     size = param.Integer(32, bounds=(8, 256), doc="Grid points per side of the generated data.")
@@ -72,7 +72,8 @@ class TrainJobSettings(TrainConfig):
             raise InputError(f"model {self.architecture()!r} is {cfg.dim}D but the data are {dim}D")
         if not cfg.conditions and self.eta_max_percent > 0 and not self.dataset:
             raise InputError(f"model {self.architecture()!r} has no η channel: set --eta-max-percent to 0")
-        size = self.data_shape()[2]
+        _, frames, size, _ = self.data_shape()
+        check_stride(self.frame_stride, min(frames, self.max_frames or frames))
         if size % self.grid_scale:
             raise InputError(f"the grid size {size} must be a multiple of --grid-scale {self.grid_scale}")
 

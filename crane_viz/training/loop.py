@@ -100,6 +100,11 @@ class TrainConfig(Settings):
         if self.max_frames == 1:
             raise InputError("--max-frames must be 0 (all) or at least 2, not 1")
 
+    def trained_frames(self, stored: int) -> int:
+        """Frames per sequence the model trains on: every frame_stride-th of the first max_frames."""
+        kept = min(stored, self.max_frames) if self.max_frames else stored
+        return -(-kept // self.frame_stride)
+
     def to_dict(self) -> dict:
         """The settings as plain JSON values (saved with the run and inside its checkpoints)."""
         return {k: getattr(self, k) for k in TrainConfig.param if k != "name"}
@@ -113,6 +118,13 @@ def curriculum_horizon(epoch: int, ramp: int, frames: int) -> int:
     return max(1, round((frames - 1) - progress * (frames - 2)))
 
 
+def check_stride(stride: int, frames: int) -> None:
+    """InputError unless every `stride`-th of `frames` frames leaves at least two to train on."""
+    if frames <= stride:
+        raise InputError(f"--frame-stride {stride} leaves one frame of sequences with {frames}; "
+                         f"it must be below the frames per sequence")
+
+
 def strided(phi: torch.Tensor, preset, stride: int):
     """Every `stride`-th frame of (B, T, *grid) sequences and the preset whose frame τ is that long.
 
@@ -121,9 +133,7 @@ def strided(phi: torch.Tensor, preset, stride: int):
     """
     if stride == 1:
         return phi, preset
-    if phi.shape[1] <= stride:
-        raise InputError(f"--frame-stride {stride} leaves one frame of sequences with {phi.shape[1]}; "
-                         f"it must be below the frames per sequence")
+    check_stride(stride, phi.shape[1])
     return phi[:, ::stride], replace(preset, frame_time=preset.frame_time * stride)
 
 

@@ -28,6 +28,11 @@ INIT_KINDS = ("perlin", "sphere", "slab", "gradient")
 WORK_ARRAYS = 24  # float32 fields of grid size an engine step keeps alive, for the memory check
 
 
+# the shipped 2D model with the best figures in the papers' protocol (its card): the explorer's
+# first choice and the CLI's default checkpoint
+DEFAULT_CHECKPOINT = "coherent-2d-elastic"
+
+
 def default_preset_for(dim: int | None) -> str:
     """The paper preset of a dimension: coherent-2d in 2D, plain-3d in 3D."""
     return "plain-3d" if dim == 3 else "coherent-2d"
@@ -211,7 +216,7 @@ def _plain(message: str) -> str:
 class RunSettings(EvolutionSettings):
     """A surrogate run beside an optional reference: the physics come from the checkpoint."""
 
-    checkpoint = param.String(default="coherent-2d",
+    checkpoint = param.String(default=DEFAULT_CHECKPOINT,
                               doc="Shipped checkpoint name or path of a checkpoint folder.")
     reference = param.Selector(default="spectral", objects=["none", "spectral", "fd"],
                                doc="Reference solver run beside the surrogate, or none.")

@@ -74,7 +74,7 @@ class PhaseView(View):
         info = self.live.info
         model = self.live.settings.model
         if info["dim"] != 2 or not info["conditioned"] or info["training"] is None:
-            self.message.object = "⚠ pick a trained η-conditioned 2D model (e.g. coherent-2d) first"
+            self.message.object = "⚠ pick a trained η-conditioned 2D model (e.g. coherent-2d-elastic) first"
             return
         try:
             self.settings.check()

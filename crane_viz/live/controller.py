@@ -29,7 +29,7 @@ from ..nn.checkpoint import list_checkpoints, load_checkpoint
 from ..nn.model import CRNN, get_config
 from ..physics.initial import check_field, perlin_field
 from ..physics.presets import get_preset
-from ..settings import INIT_KINDS, InitialConditionSettings
+from ..settings import DEFAULT_CHECKPOINT, INIT_KINDS, InitialConditionSettings
 from .background import BackgroundJob, unexpected
 from .recording import Recorder
 from .session import Frame, Session
@@ -91,7 +91,7 @@ class ExplorerSettings(InitialConditionSettings):
     def __init__(self, **params):
         choices = model_choices()
         self.param.model.objects = choices
-        params.setdefault("model", choices[0])
+        params.setdefault("model", DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in choices else choices[0])
         super().__init__(**params)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from crane_viz.engines import SpectralSolver, rollout
-from crane_viz.engines.fd import periodic_laplacian
+from crane_viz.physics.equations import periodic_laplacian
 from crane_viz.engines.surrogate import SurrogateEngine, downsample, upsample
 from crane_viz.nn import model as model_module
 from crane_viz.nn.model import CRNN, REGISTRY, CRNNConfig, PhysicsUpdate, count_parameters, get_config
@@ -98,6 +98,29 @@ def test_config_validation_and_round_trip():
         CRNNConfig(features=("elastic",), elastic=(3e4, 1.5e4, 3e4))
     with pytest.raises(ValueError, match="features must be among"):
         CRNNConfig(features=("strain",))
+    chem = get_config("small-3d-chemical")
+    assert CRNNConfig.from_dict(chem.to_dict()) == chem and "interface_width" not in e.to_dict()
+    with pytest.raises(ValueError, match="interface width"):
+        CRNNConfig(dim=3, head="flux", features=("chemical",))
+
+
+def test_chemical_feature_is_the_fd_chemical_potential_of_a_single_mode():
+    """On φ = ½ + a cos(k·x) with small a the feature is the linearised μ = (w''(½) + ε k_h²) a cos(k·x),
+    k_h² = 2 − 2cos(2π·3/n) the 7-point Laplacian's symbol (w''(½) < 0: long waves lower μ where φ
+    is high, so they grow). |μ| ≈ 5·10⁻³; the bound 5·10⁻⁶ is float32 rounding of ½ + θ (≈ 3·10⁻⁸)
+    times the stencil's weight ε·12 ≈ 36, plus the neglected 24a³; a wrong ε or stencil is off by ≥ 10⁻⁴."""
+    from crane_viz.nn.model import chemical_feature
+    from crane_viz.physics.equations import d2w
+
+    n, a, eps = 16, 1e-3, 3.0
+    x = torch.arange(n, dtype=torch.float32).reshape(1, 1, n)
+    theta = a * torch.cos(2 * torch.pi * 3 * x / n).expand(1, n, n, n)
+    mu = chemical_feature(0.5 + theta, eps)
+    k2 = 2 - 2 * torch.cos(torch.tensor(2 * torch.pi * 3 / n))
+    expected = (d2w(0.5, eps) + eps * k2) * theta
+    torch.testing.assert_close(mu, expected, rtol=0, atol=5e-6)
+    chemical = CRNN(get_config("small-3d-chemical"))
+    assert chemical.cells[0].x_cand[0].weight.shape[1] == 2  # φ and μ
 
 
 @pytest.mark.parametrize("wave, direction", [((3, 0), "<10>"), ((0, 3), "<01>"), ((3, 3), "<11>")])

@@ -428,6 +428,27 @@ def test_added_elastic_feature_starts_as_the_same_function():
     assert target.cells[0].x_cand[0].weight.grad[:, 2].abs().sum() > 0
 
 
+def test_added_chemical_feature_widens_the_shipped_3d_checkpoint():
+    """--init plain-3d into small-3d-chemical: the added μ channel starts at zero weight, so the
+    first steps are the shipped model's; a different ε is refused."""
+    from dataclasses import replace
+
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.training.loop import can_widen, initial_weights
+
+    shipped = load_checkpoint("plain-3d").model
+    config = get_config("small-3d-chemical")
+    target = CRNN(config)
+    target.load_state_dict(initial_weights("plain-3d", config))
+    phi = 0.5 + 0.05 * torch.randn(1, 12, 12, 12, generator=torch.Generator().manual_seed(0))
+    a, ha = shipped(phi)
+    b, hb = target(phi)
+    a, _ = shipped(a, ha)
+    b, _ = target(b, hb)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not can_widen(config, replace(config, interface_width=5.0))
+
+
 def test_fine_tuning_widens_a_shipped_checkpoint():
     """--init coherent-2d into medium-2d (5×5 kernels) is accepted and preserves the function; a
     checkpoint with a larger kernel than the model trained is refused, naming both."""

@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..physics.equations import dw, elastic_potential
+from ..physics.equations import chemical_potential_fd, elastic_potential, periodic_laplacian
 from ..physics.presets import Preset, get_preset
 from .base import State
-
-
-def periodic_laplacian(phi: torch.Tensor, dim: int) -> torch.Tensor:
-    """(2d+1)-point Laplacian of a (B, *grid) field via one circular pad and shifted slices."""
-    p = F.pad(phi.unsqueeze(1), [1, 1] * dim, mode="circular").squeeze(1)
-    inner = (slice(None),) + (slice(1, -1),) * dim
-    out = -2 * dim * p[inner]
-    for ax in range(dim):
-        for lo, hi in ((0, -2), (2, None)):
-            idx = list(inner)
-            idx[1 + ax] = slice(lo, hi)
-            out = out + p[tuple(idx)]
-    return out
 
 
 class FiniteDifferenceSolver:
@@ -53,7 +39,7 @@ class FiniteDifferenceSolver:
         eps, dim = self.preset.interface_width, self.dim
         dt_m = self.time_step * self.preset.mobility
         for _ in range(self.steps_per_frame):
-            mu = dw(phi, eps) - eps * periodic_laplacian(phi, dim)
+            mu = chemical_potential_fd(phi, eps, dim)
             if self._elastic:
                 mu = mu + elastic_potential(phi, self.misfit, self.preset, dim)
             phi = phi + dt_m * periodic_laplacian(mu, dim)

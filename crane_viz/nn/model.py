@@ -11,6 +11,9 @@ Scalar conditioning parameters (η) enter as constant input channels at every st
 the first block also sees the elastic potential μ_el = η² IFFT[trB(n) θ̂] of the current field
 (feature "elastic"): a fixed, non-local, orientation-dependent operator that 3×3 or 5×5 kernels
 unrolled over a few steps can only approximate, and the one the η conditioning exists to express.
+Likewise a model may see the chemical potential μ = w'(φ) − ε∇²_h φ of the current field (feature
+"chemical"): the flux head's u ≈ M∇μ is then one derivative of an input, not four of φ, so the
+spinodal growth rate σ(k) = −k²(w'' + εk²) is within reach of a small network.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..physics.equations import elastic_potential_of
+from ..physics.equations import chemical_potential_fd, elastic_potential_of
 from ..physics.presets import get_preset
 
 HEADS = ("flux", "potential")
-FEATURES = ("elastic",)
+FEATURES = ("elastic", "chemical")
 MAX_CHANNELS, MAX_KERNEL, MAX_BLOCKS = 256, 9, 8  # far beyond the papers; bounds a hostile config
 
 
@@ -47,8 +50,9 @@ class CRNNConfig:
     head: str = "potential"  # "flux" (3D paper, φ + ∇·u) or "potential" (2D paper, φ + ∇²μ)
     conditions: tuple = ()  # names of scalar conditioning inputs, e.g. ("misfit",)
     condition_scales: tuple = ()  # factor applied to each raw value (η as a fraction → percent: 100)
-    features: tuple = ()  # physics input channels recomputed from φ every step: ("elastic",) or ()
+    features: tuple = ()  # physics input channels recomputed from φ every step, among FEATURES
     elastic: tuple = ()  # (C11, C12, C44) of the "elastic" feature
+    interface_width: float = 0.0  # ε of the "chemical" feature
 
     def __post_init__(self):
         if self.dim not in (2, 3):
@@ -67,6 +71,8 @@ class CRNNConfig:
             raise ValueError(f"features must be among {FEATURES}, not {self.features!r}")
         if "elastic" in self.features and ("misfit" not in self.conditions or len(self.elastic) != 3):
             raise ValueError("the elastic feature needs the misfit condition and (C11, C12, C44)")
+        if ("chemical" in self.features) != (self.interface_width > 0):
+            raise ValueError("the chemical feature needs an interface width ε > 0, and only it has one")
 
     def to_dict(self) -> dict:
         """Plain-JSON description (stored in checkpoint config.json)."""
@@ -75,6 +81,8 @@ class CRNNConfig:
         d["features"], d["elastic"] = list(self.features), list(self.elastic)
         if not self.features:  # configurations without features read as before
             del d["features"], d["elastic"]
+        if not self.interface_width:
+            del d["interface_width"]
         return d
 
     @classmethod
@@ -88,6 +96,7 @@ class CRNNConfig:
         d["condition_scales"] = tuple(float(s) for s in d.get("condition_scales", ()))
         d["features"] = tuple(d.get("features", ()))
         d["elastic"] = tuple(float(c) for c in d.get("elastic", ()))
+        d["interface_width"] = float(d.get("interface_width", 0.0))
         return cls(**d)
 
 
@@ -107,6 +116,9 @@ REGISTRY: dict[str, CRNNConfig] = {
     # small-2d plus the elastic potential of the coherent-2d preset as an input channel
     "small-2d-elastic": CRNNConfig(dim=2, channels=16, kernel=3, head="potential", **_ELASTIC),
     "small-3d": CRNNConfig(dim=3, channels=8, kernel=3, head="flux"),
+    # small-3d plus the plain-3d preset's chemical potential as an input channel
+    "small-3d-chemical": CRNNConfig(dim=3, channels=8, kernel=3, head="flux", features=("chemical",),
+                                    interface_width=get_preset("plain-3d").interface_width),
     # for tests
     "tiny-2d": CRNNConfig(dim=2, channels=4, kernel=3, head="potential", **_MISFIT),
     "tiny-3d": CRNNConfig(dim=3, channels=4, kernel=3, head="flux"),
@@ -267,6 +279,13 @@ def elastic_feature(phi: torch.Tensor, misfit: torch.Tensor, constants: tuple) -
     return mu.to(phi.dtype)
 
 
+def chemical_feature(phi: torch.Tensor, eps: float) -> torch.Tensor:
+    """μ = w'(φ) − ε∇²_h φ, computed in float32 outside autocast like `elastic_feature`."""
+    with torch.autocast(phi.device.type, enabled=False):
+        mu = chemical_potential_fd(phi.float(), eps, phi.ndim - 1)
+    return mu.to(phi.dtype)
+
+
 class CRNN(nn.Module):
     """φ_t (B, *grid), hidden states, conditions (B, P) → (φ_{t+τ}, hidden states).
 
@@ -287,25 +306,30 @@ class CRNN(nn.Module):
                              persistent=False)
 
     def _inputs(self, phi: torch.Tensor, conditions: torch.Tensor | None) -> torch.Tensor:
-        """First block's input: φ plus one constant channel per condition (value × scale)."""
+        """First block's input: φ, one constant channel per condition (value × scale), then one
+        channel per feature."""
         if phi.ndim != 1 + self.config.dim:
             raise ValueError(f"phi must be (batch, *grid) with {self.config.dim} grid axes, "
                              f"got shape {tuple(phi.shape)}")
+        channels = [phi.unsqueeze(1)]
         n = len(self.config.conditions)
         if n == 0:
             if conditions is not None and conditions.numel():
                 raise ValueError("this model takes no conditioning parameters")
-            return phi.unsqueeze(1)
-        if conditions is None or tuple(conditions.shape) != (phi.shape[0], n):
+        elif conditions is None or tuple(conditions.shape) != (phi.shape[0], n):
             got = None if conditions is None else tuple(conditions.shape)
             raise ValueError(f"this model needs conditions of shape (batch, {n}) for "
                              f"{self.config.conditions}, got {got}")
-        values = (conditions.to(phi) * self.scales.to(phi)).reshape(*conditions.shape, *(1,) * self.config.dim)
-        channels = [phi.unsqueeze(1), values.expand(-1, -1, *phi.shape[1:])]
-        if "elastic" in self.config.features:
-            misfit = conditions[:, self.config.conditions.index("misfit")]
-            channels.append(elastic_feature(phi, misfit, self.config.elastic).unsqueeze(1))
-        return torch.cat(channels, dim=1)
+        else:
+            values = (conditions.to(phi) * self.scales.to(phi)).reshape(*conditions.shape, *(1,) * self.config.dim)
+            channels.append(values.expand(-1, -1, *phi.shape[1:]))
+        for feature in self.config.features:
+            if feature == "elastic":
+                misfit = conditions[:, self.config.conditions.index("misfit")]
+                channels.append(elastic_feature(phi, misfit, self.config.elastic).unsqueeze(1))
+            else:
+                channels.append(chemical_feature(phi, self.config.interface_width).unsqueeze(1))
+        return torch.cat(channels, dim=1) if len(channels) > 1 else channels[0]
 
     def forward(self, phi: torch.Tensor, hidden: tuple | None = None,
                 conditions: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 from .presets import Preset
 
@@ -51,6 +52,25 @@ def per_batch(value, like: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- finite differences
+
+def periodic_laplacian(phi: torch.Tensor, dim: int) -> torch.Tensor:
+    """(2d+1)-point Laplacian of a (B, *grid) field via one circular pad and shifted slices."""
+    p = F.pad(phi.unsqueeze(1), [1, 1] * dim, mode="circular").squeeze(1)
+    inner = (slice(None),) + (slice(1, -1),) * dim
+    out = -2 * dim * p[inner]
+    for ax in range(dim):
+        for lo, hi in ((0, -2), (2, None)):
+            idx = list(inner)
+            idx[1 + ax] = slice(lo, hi)
+            out = out + p[tuple(idx)]
+    return out
+
+
+def chemical_potential_fd(phi: torch.Tensor, eps: float, dim: int) -> torch.Tensor:
+    """μ = w'(φ) − ε∇²_h φ with the (2d+1)-point Laplacian: the FD solver's chemical potential
+    (without elasticity), and the 3D model's "chemical" input feature."""
+    return dw(phi, eps) - eps * periodic_laplacian(phi, dim)
+
 
 def grad_sq_fd(phi: torch.Tensor, dim: int) -> torch.Tensor:
     """|∇φ|² from forward differences, the form whose variation is the FD Laplacian."""

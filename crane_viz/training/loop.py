@@ -349,10 +349,12 @@ def widen(state: dict, target: CRNN) -> dict:
 def can_widen(saved, target) -> bool:
     """Whether `widen` maps weights of architecture `saved` onto `target`: the same network with
     a kernel at least as large and the saved features as a prefix of the target's."""
-    same = replace(saved, kernel=target.kernel, features=target.features, elastic=target.elastic)
+    same = replace(saved, kernel=target.kernel, features=target.features, elastic=target.elastic,
+                   interface_width=target.interface_width)
     return (same == target and saved.kernel <= target.kernel
             and target.features[:len(saved.features)] == saved.features
-            and (not saved.features or saved.elastic == target.elastic))
+            and ("elastic" not in saved.features or saved.elastic == target.elastic)
+            and ("chemical" not in saved.features or saved.interface_width == target.interface_width))
 
 
 def initial_weights(name: str, model_cfg) -> dict:

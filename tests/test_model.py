@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from crane_viz.engines import SpectralSolver, rollout
-from crane_viz.physics.equations import periodic_laplacian
 from crane_viz.engines.surrogate import SurrogateEngine, downsample, upsample
 from crane_viz.nn import model as model_module
 from crane_viz.nn.model import CRNN, REGISTRY, CRNNConfig, PhysicsUpdate, count_parameters, get_config
+from crane_viz.physics.equations import periodic_laplacian
 from crane_viz.physics.initial import perlin_field
 from crane_viz.physics.presets import get_preset
 

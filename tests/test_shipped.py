@@ -3,8 +3,8 @@
 Per case, the MAE after `frames` frames (on the model grid) must stay under a stated bound: the
 MAE measured when the checkpoint was shipped, plus 25 % (so a changed stencil, solver, loader or
 initial condition fails). Over all cases, the surrogate must also be closer to the reference than
-a stated fraction of the "nothing happens" baseline (φ₀ against the reference): half in 2D; three
-quarters in 3D, where the coarsening pattern decorrelates sooner (measured ratio 0.63).
+a stated fraction of the "nothing happens" baseline (φ₀ against the reference): half (measured
+ratios: 3D 0.34 since the 2026-12-06 plain-3d, whose predecessor's 0.63 needed three quarters).
 """
 
 from pathlib import Path
@@ -22,11 +22,11 @@ from crane_viz.physics.initial import as_batch, perlin_field
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 # name: (reference grid, frames, Perlin amplitude and cells, [(mean, eta, seed, MAE bound)], baseline fraction)
 # bounds: measured with this file's cases (coherent-2d 2026-11-25: 0.152, 0.041; coherent-2d-elastic
-# 2026-11-25, stage 5: 0.0378, 0.0309; plain-3d 2026-11-23: 0.220, 0.214), × 1.25
+# 2026-11-25, stage 5: 0.0378, 0.0309; plain-3d 2026-12-06, stage 6: 0.142, 0.097), × 1.25
 CASES = {
     "coherent-2d": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.19), (0.42, 0.002, 12, 0.051)], 0.5),
     "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.047), (0.42, 0.002, 12, 0.039)], 0.5),
-    "plain-3d": (16, 20, (0.1, 4), [(0.5, 0.0, 21, 0.275), (0.42, 0.0, 22, 0.267)], 0.75),
+    "plain-3d": (16, 20, (0.1, 4), [(0.5, 0.0, 21, 0.178), (0.42, 0.0, 22, 0.121)], 0.5),
 }
 
 
@@ -71,10 +71,11 @@ def test_run_with_the_shipped_2d_checkpoint_writes_the_documented_file(tmp_path,
 
 
 # single-mode growth per frame (evaluation.linear_response, 64² / 32³ at ⟨φ⟩ = 0.5, amplitude 1e-3),
-# measured 2026-11-25 when these checkpoints were evaluated in the papers' protocol. They are far
-# from the reference's σ(k, n, η) (coherent-2d grows ⟨11⟩ at η = 1 % by 1.072 where the reference
-# damps it to 0.661; plain-3d grows both modes by ≈ 1.15 where FD gives ≈ 3): reaching the
-# reference is issue #13's work. This test keeps a change of loader, stencil or conditioning from
+# measured when these checkpoints were evaluated in the papers' protocol (2D 2026-11-25, 3D
+# 2026-12-06). They are far from the reference's σ(k, n, η) (coherent-2d grows ⟨11⟩ at η = 1 % by
+# 1.072 where the reference damps it to 0.661; plain-3d grows both modes by ≈ 1.67 where FD gives
+# 2.9–3.4, its predecessor by ≈ 1.15): reaching the reference is issue #13's work.
+# This test keeps a change of loader, stencil or conditioning from
 # altering the shipped dispersion unnoticed (±2 %).
 GROWTH = {
     "coherent-2d": {("<10>", 0.0): 1.514, ("<10>", 0.006): 1.277, ("<10>", 0.01): 1.070,
@@ -82,7 +83,7 @@ GROWTH = {
     # the elastic input halves the ⟨11⟩ error at η = 1 % (0.875 against the reference's 0.661)
     "coherent-2d-elastic": {("<10>", 0.0): 1.408, ("<10>", 0.006): 1.292, ("<10>", 0.01): 1.101,
                             ("<11>", 0.0): 1.451, ("<11>", 0.006): 1.169, ("<11>", 0.01): 0.875},
-    "plain-3d": {("<100>", 0.0): 1.116, ("<111>", 0.0): 1.183},
+    "plain-3d": {("<100>", 0.0): 1.692, ("<111>", 0.0): 1.651},
 }
 
 

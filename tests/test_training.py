@@ -428,22 +428,23 @@ def test_added_elastic_feature_starts_as_the_same_function():
     assert target.cells[0].x_cand[0].weight.grad[:, 2].abs().sum() > 0
 
 
-def test_added_chemical_feature_widens_the_shipped_3d_checkpoint():
-    """--init plain-3d into small-3d-chemical: the added μ channel starts at zero weight, so the
-    first steps are the shipped model's; a different ε is refused."""
+def test_added_chemical_feature_starts_as_the_same_function():
+    """small-3d into small-3d-chemical (how the shipped plain-3d began): the added μ channel
+    starts at zero weight, so two recurrent steps are the smaller model's; a different ε is refused."""
     from dataclasses import replace
 
     from crane_viz.nn.model import CRNN, get_config
-    from crane_viz.training.loop import can_widen, initial_weights
+    from crane_viz.training.loop import can_widen, widen
 
-    shipped = load_checkpoint("plain-3d").model
-    config = get_config("small-3d-chemical")
+    torch.manual_seed(0)
+    source, config = CRNN(get_config("small-3d")), get_config("small-3d-chemical")
+    assert can_widen(source.config, config) and not can_widen(config, source.config)
     target = CRNN(config)
-    target.load_state_dict(initial_weights("plain-3d", config))
-    phi = 0.5 + 0.05 * torch.randn(1, 12, 12, 12, generator=torch.Generator().manual_seed(0))
-    a, ha = shipped(phi)
+    target.load_state_dict(widen(source.state_dict(), target))
+    phi = 0.5 + 0.05 * torch.randn(1, 12, 12, 12)
+    a, ha = source(phi)
     b, hb = target(phi)
-    a, _ = shipped(a, ha)
+    a, _ = source(a, ha)
     b, _ = target(b, hb)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert not can_widen(config, replace(config, interface_width=5.0))

@@ -8,8 +8,10 @@ import panel as pn
 import torch
 
 from crane_viz.app.explorer import create_app
+from crane_viz.device import keep_freed_memory
 from crane_viz.live.controller import APP_THREADS
 
 if pn.state.served:
     torch.set_num_threads(APP_THREADS)  # on purpose: sessions and jobs share the cores (#16)
+    keep_freed_memory()  # as `crane-viz serve` does
     create_app().servable()

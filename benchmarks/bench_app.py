@@ -169,9 +169,11 @@ def main():
     args = ap.parse_args()
     import torch
 
+    from crane_viz.device import keep_freed_memory
     from crane_viz.live.controller import APP_THREADS
 
     torch.set_num_threads(APP_THREADS)
+    keep_freed_memory()  # as the served app does
     cases = [c for key in ("2d", "3d") if args.cases in (key, "all") for c in CASES[key]]
     print(f"torch {torch.__version__}, {APP_THREADS} torch thread(s) per app process (as served)\n")
     print("Server stages, ms per frame (median):")

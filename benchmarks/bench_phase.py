@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from crane_viz.analysis.phase import outcome, run_sweep
+from crane_viz.device import keep_freed_memory
 from crane_viz.settings import SweepSettings
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--reference", default="spectral", choices=["spectral", "fd"])
     args = ap.parse_args()
+    keep_freed_memory()  # as the command-line tools do
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.checkpoint):

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.fft as sfft
 import torch
 
+from crane_viz.device import keep_freed_memory
 from crane_viz.engines import FiniteDifferenceSolver, SpectralSolver
 from crane_viz.physics.equations import preset_elastic_kernel
 from crane_viz.physics.initial import perlin_field
@@ -94,6 +95,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small grids only")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    keep_freed_memory()  # as the command-line tools do
     torch.set_grad_enabled(False)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'engine':<10}{'preset':<13}{'grid':>8}{'steps/τ':>9}{'torch s/τ':>12}{'numpy s/τ':>12}{'ratio':>8}")

@@ -21,6 +21,7 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from crane_viz.device import keep_freed_memory
 from crane_viz.engines import FiniteDifferenceSolver, SpectralSolver
 from crane_viz.nn import model as model_module
 from crane_viz.nn.model import CRNN, get_config
@@ -108,6 +109,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--modes", action="store_true", help="also time bf16, channels_last, compile")
     args = ap.parse_args()
+    keep_freed_memory()  # as the command-line tools do
     torch.set_grad_enabled(False)
     peak = matmul_flops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

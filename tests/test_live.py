@@ -208,3 +208,13 @@ def test_compute_threads_take_the_callers_torch_thread_count(monkeypatch):
     live.close(timeout=20)
     names = {name.split("_")[0]: n for name, n in calls}
     assert names == {"crane-viz-live": 1, "crane-viz-reference": 1}, calls
+
+
+def test_freed_memory_is_kept_on_glibc():
+    """glibc accepts the heap settings that keep a model step's freed tensors for reuse (the
+    command-line tools and the app call it; elsewhere it declines without an error)."""
+    import platform
+
+    from crane_viz.device import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

@@ -232,3 +232,31 @@ def test_periodic_conv_is_torchs_circular_convolution_with_its_gradients(dim, ke
     gb = torch.autograd.grad(b.square().sum(), [x, ref.weight])
     for u, v in zip(ga, gb):
         torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["small-2d-elastic", "small-3d-chemical"])
+def test_inference_path_is_the_training_path_and_leaves_its_inputs_alone(name):
+    """Without autograd the cells and activations overwrite their own temporaries (for speed);
+    the step must still be the graph-recording step to float32 round-off, over several steps
+    with a warm hidden state, and must not touch φ, the hidden states or the conditions. The two
+    differ by ≤ 1.3·10⁻⁶ here (the cell's last line is written as c + z(h − c)): 5·10⁻⁶ bounds
+    float32 round-off amplified by the output stencil, far below a step's change."""
+    torch.manual_seed(3)
+    model = CRNN(get_config(name)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.1)  # random weights, every gate active, steps of 0.004–0.02 in φ
+    phi, cond = inputs(model.config)
+    phi_fast, hidden_fast = phi, None
+    phi_graph, hidden_graph = phi.clone().requires_grad_(), None
+    for _ in range(4):
+        given = [phi_fast, *(hidden_fast or ()), *(() if cond is None else (cond,))]
+        copies = [t.clone() for t in given]
+        with torch.no_grad():
+            phi_fast, new_fast = model(phi_fast, hidden_fast, cond)
+        assert all(torch.equal(t, c) for t, c in zip(given, copies))
+        hidden_fast = new_fast
+        phi_graph, hidden_graph = model(phi_graph, hidden_graph, cond)
+        torch.testing.assert_close(phi_fast, phi_graph.detach(), rtol=0, atol=5e-6)
+        for a, b in zip(hidden_fast, hidden_graph):
+            torch.testing.assert_close(a, b.detach(), rtol=0, atol=5e-6)
+    assert phi_graph.requires_grad  # the graph path still records a graph

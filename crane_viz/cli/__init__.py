@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
+from ..device import keep_freed_memory
 from . import evaluate, export, generate, jobs, learning_curve, phase_diagram, run, serve, simulate, train
 from .common import run_guarded
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     return run_guarded(args.func, args)
 
 

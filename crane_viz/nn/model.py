@@ -189,11 +189,17 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x) if x.device.type != "cpu" else torch.sigmoid(2 * x) * 2 - 1
 
 
+def tanh_(x: torch.Tensor) -> torch.Tensor:
+    """`tanh` overwriting x: for inference only, on a temporary nothing else reads."""
+    return x.tanh_() if x.device.type != "cpu" else x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 class Tanh(nn.Module):
-    """`tanh` as a layer (no parameters, so checkpoints are unchanged)."""
+    """`tanh` as a layer (no parameters, so checkpoints are unchanged). Its input is always the
+    fresh output of the convolution before it, so without autograd it works in place."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return tanh(x)
+        return tanh_(x) if not torch.is_grad_enabled() else tanh(x)
 
 
 def deep_map(dim: int, cin: int, cout: int, kernel: int) -> nn.Sequential:
@@ -212,9 +218,19 @@ class ConvGRU(nn.Module):
         self.h_cand = deep_map(dim, channels, channels, kernel)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self._forward_in_place(x, h)
         z, r = torch.sigmoid(self.x_gates(x) + self.h_gates(h)).chunk(2, dim=1)
         c = tanh(self.x_cand(x) + self.h_cand(r * h))
         return (1 - z) * c + z * h
+
+    def _forward_in_place(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The same cell without autograd, overwriting its own temporaries and writing h' as
+        c + z⊙(h − c): fewer elementwise passes and allocations, which were half of a 2D step
+        on CPU (README, "Live at display speed"); equal to `forward` up to float32 round-off."""
+        z, r = self.x_gates(x).add_(self.h_gates(h)).sigmoid_().chunk(2, dim=1)
+        c = tanh_(self.x_cand(x).add_(self.h_cand(r * h)))
+        return torch.addcmul(c, z, h - c)
 
 
 def _neighbour(dim: int, axis: int, index: int) -> tuple:

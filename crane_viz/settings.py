@@ -277,6 +277,30 @@ class SweepSettings(Settings):
         return {k: v for k, v in self.param.values().items() if k != "name"}
 
 
+class StabilitySettings(Settings):
+    """Long free rollouts of a surrogate alone (`crane-viz stability`): bounded, mass-conserving,
+    still lowering its free energy after thousands of frames (the 3D paper: 10⁴ steps)?"""
+
+    size = param.Integer(16, bounds=(8, 256), doc="Grid points per side of the reference grid.")
+    frames = param.Integer(10_000, bounds=(1, 10_000_000), doc="Model frames to roll out.")
+    cases = param.Integer(4, bounds=(1, 256), doc="Cases, run as one batch; case i has ⟨φ⟩ = "
+                                                  "0.5, 0.4, 0.6, 0.45 (i mod 4).")
+    report_every = param.Integer(1000, bounds=(1, 10_000_000), doc="Frames between reported rows.")
+    amplitude = param.Number(0.1, bounds=(0.0, 0.5),
+                             doc="Peak Perlin deviation max|φ − ⟨φ⟩| (cells: size / 8).")
+    eta_percent = param.Number(0.6, bounds=(0.0, 5.0), doc="Misfit η in percent for η-conditioned models (others run their preset's).")
+    seed = param.Integer(2_000_000, bounds=(0, 2**31 - 1),
+                         doc="Case i's noise uses seed + i (held out: training seeds are far below).")
+
+    def check(self, dim: int, grid_scale: int, channels: int) -> None:
+        """The grid must suit the checkpoint (`channels` hidden channels) and fit in memory."""
+        if self.size % grid_scale:
+            raise InputError(f"--size must be a multiple of the checkpoint's grid scale {grid_scale}, "
+                             f"not {self.size}")
+        model_arrays = ACTIVATION_ARRAYS * channels / grid_scale**dim
+        check_grid(self.size, dim, arrays=WORK_ARRAYS + model_arrays, batch=self.cases)
+
+
 def spec_field(default, doc: str, bounds: tuple | None = None):
     """A dataclass field with its doc and (integer) bounds declared once, for `check_spec` and
     `spec_help` (the plain-dataclass specs: datasets, evaluations)."""

@@ -222,6 +222,17 @@ EVALUATE = [
     (["--out", "{readonly}/ev"], "cannot write"),
     (["--out", "{dir}/a_file"], "a_file"),
 ]
+STABILITY = [
+    *DEVICE_CASES,
+    (["--size", "4"], "--size"),
+    (["--frames", "0"], "--frames"),
+    (["--cases", "0"], "--cases"),
+    (["--eta-percent", "9"], "--eta-percent"),
+    (["--size", "256", "--cases", "256"], "--size 256"),
+    (["--out", "{dir}/a_file"], "a_file"),
+    (["--out", "{readonly}/st.json"], "cannot write"),
+    (["--out", "{dir}"], "is a folder"),
+]
 PHASE = [
     *DEVICE_CASES,
     (["--checkpoint", "plain-3d"], "2D"),
@@ -259,12 +270,14 @@ BASE = {
     "generate": ["generate", "--sequences", "2", "--frames", "2", "--size", "16", "--out", "{dir}/g.h5"],
     "train": ["train", "--data", "{data}", "--out", "{dir}/t", "--model", "tiny-2d", "--epochs", "1"],
     "evaluate": ["evaluate", "coherent-2d", "--out", "{dir}/ev"],
+    "stability": ["stability", "plain-3d", "--size", "8", "--frames", "2", "--out", "{dir}/st.json"],
     "phase-diagram": ["phase-diagram", "--points", "2", "--size", "16", "--horizon", "2", "--out", "{dir}/p.csv"],
     "export": ["export"],
     "jobs": ["jobs"],
 }
 TABLE = [(cmd, case) for cmd, cases in (("simulate", SIMULATE), ("run", RUN), ("generate", GENERATE),
-                                         ("train", TRAIN), ("evaluate", EVALUATE), ("phase-diagram", PHASE),
+                                         ("train", TRAIN), ("evaluate", EVALUATE), ("stability", STABILITY),
+                                         ("phase-diagram", PHASE),
                                          ("export", EXPORT), ("jobs", JOBS)) for case in cases]
 
 

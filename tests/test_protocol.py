@@ -145,3 +145,31 @@ def test_learning_curve_evaluates_each_snapshot_once(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "curve").iterdir()} == saved
     assert main(["learning-curve", str(tmp_path)]) == 2
     assert "--snapshot-every" in capsys.readouterr().err
+
+
+def test_stability_command_reports_a_sane_model_and_catches_a_diverging_one(tmp_path):
+    """`crane-viz stability` on the shipped plain-3d (8³, 20 frames): rows at the asked frames,
+    fields in range, mass to round-off, F/V falling; the same checkpoint with weights scaled ×50
+    leaves the range, diverges, and the rollout stops there instead of running on."""
+    import dataclasses
+
+    from crane_viz.analysis.stability import long_rollout
+    from crane_viz.settings import StabilitySettings
+
+    out = tmp_path / "st.json"
+    assert main(["stability", "plain-3d", "--size", "8", "--frames", "20", "--report-every", "10",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    good = json.loads(out.read_text())
+    assert [r["frame"] for r in good["rows"]] == [0, 10, 20]
+    assert good["first_frame_out_of_range"] == good["first_frame_diverged"] == [-1] * 4
+    assert max(r["max_mass_drift"] for r in good["rows"]) < 1e-6
+    assert all(np.array(good["rows"][-1]["f_over_v"]) < np.array(good["rows"][0]["f_over_v"]))
+
+    ckpt = load_checkpoint("plain-3d")
+    wild = CRNN(ckpt.model_config)
+    wild.load_state_dict({k: 50 * v for k, v in ckpt.model.state_dict().items()})
+    bad = long_rollout(dataclasses.replace(ckpt, model=wild.eval()),
+                       StabilitySettings(size=8, frames=500, report_every=100))
+    assert all(0 < f for f in bad["first_frame_diverged"])
+    assert all(0 < a <= b for a, b in zip(bad["first_frame_out_of_range"], bad["first_frame_diverged"]))
+    assert bad["frames_run"] == max(bad["first_frame_diverged"]) < 500

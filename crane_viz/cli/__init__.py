@@ -7,10 +7,10 @@ import sys
 
 from .. import __version__
 from ..device import keep_freed_memory
-from . import evaluate, export, generate, jobs, learning_curve, phase_diagram, run, serve, simulate, train
+from . import evaluate, export, generate, jobs, learning_curve, phase_diagram, run, serve, simulate, stability, train
 from .common import run_guarded
 
-SUBCOMMANDS = [serve, simulate, run, generate, train, jobs, evaluate, learning_curve, phase_diagram, export]
+SUBCOMMANDS = [serve, simulate, run, generate, train, jobs, evaluate, learning_curve, stability, phase_diagram, export]
 
 
 def build_parser() -> argparse.ArgumentParser:

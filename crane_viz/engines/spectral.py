@@ -57,8 +57,9 @@ class SpectralSolver:
         explicit, inv_denom = self._operators(phi)
         eps = self.preset.interface_width
         phi_hat = torch.fft.rfftn(phi, dim=axes)
+        force = torch.empty_like(phi)  # w'(φ) of each step, computed into one buffer
         for _ in range(self.steps_per_frame):
-            force_hat = torch.fft.rfftn(dw(phi, eps), dim=axes)
-            phi_hat = (phi_hat - explicit * force_hat) * inv_denom
+            force_hat = torch.fft.rfftn(dw(phi, eps, out=force), dim=axes)
+            phi_hat.sub_(force_hat.mul_(explicit)).mul_(inv_denom)  # φ̂ and f̂ are this frame's own
             phi = torch.fft.irfftn(phi_hat, s=shape, dim=axes)
         return state.advanced(phi, self.frame_time)

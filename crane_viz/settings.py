@@ -288,7 +288,8 @@ class StabilitySettings(Settings):
     report_every = param.Integer(1000, bounds=(1, 10_000_000), doc="Frames between reported rows.")
     amplitude = param.Number(0.1, bounds=(0.0, 0.5),
                              doc="Peak Perlin deviation max|φ − ⟨φ⟩| (cells: size / 8).")
-    eta_percent = param.Number(0.6, bounds=(0.0, 5.0), doc="Misfit η in percent for η-conditioned models (others run their preset's).")
+    eta_percent = param.Number(0.6, bounds=(0.0, 5.0),
+                               doc="Misfit η in percent for η-conditioned models (others run their preset's).")
     seed = param.Integer(2_000_000, bounds=(0, 2**31 - 1),
                          doc="Case i's noise uses seed + i (held out: training seeds are far below).")
 

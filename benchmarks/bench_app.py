@@ -23,12 +23,14 @@ import socket
 import statistics
 import time
 
+from crane_viz.settings import DEFAULT_CHECKPOINT  # the model a user sees first
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--enable-unsafe-swiftshader"]
-CASES = {"2d": [("2D 128², surrogate alone", "coherent-2d", 128, "none"),
-                ("2D 128², with spectral reference", "coherent-2d", 128, "spectral"),
-                ("2D 128², with FD reference", "coherent-2d", 128, "fd")],
+CASES = {"2d": [("2D 128², surrogate alone", DEFAULT_CHECKPOINT, 128, "none"),
+                ("2D 128², with spectral reference", DEFAULT_CHECKPOINT, 128, "spectral"),
+                ("2D 128², with FD reference", DEFAULT_CHECKPOINT, 128, "fd")],
          "3d": [("3D 32³, with FD reference", "plain-3d", 32, "fd"),
                 ("3D 32³, surrogate alone", "plain-3d", 32, "none"),
                 ("3D 64³, with FD reference", "plain-3d", 64, "fd"),

@@ -13,5 +13,5 @@ from crane_viz.live.controller import APP_THREADS
 
 if pn.state.served:
     torch.set_num_threads(APP_THREADS)  # on purpose: sessions and jobs share the cores (#16)
-    keep_freed_memory()  # as `crane-viz serve` does
+    keep_freed_memory()  # as `crane-viz serve` (the command line) does
     create_app().servable()

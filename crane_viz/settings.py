@@ -77,6 +77,10 @@ class Settings(param.Parameterized):
             if isinstance(value, float) and not math.isfinite(value):
                 raise InputError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
 
+    def describe(self) -> dict:
+        """Every setting as plain values (for JSON summaries and HDF5 attributes)."""
+        return {k: v for k, v in self.param.values().items() if k != "name"}
+
 
 class InitialConditionSettings(Settings):
     """How the initial field is made: Perlin noise about ⟨φ⟩ (the papers), a shape, or a file."""
@@ -273,8 +277,6 @@ class SweepSettings(Settings):
                              f"{per_point * self.batch / 2**30:.1f} GiB; this machine holds at most "
                              f"{fits} points of {self.size}² per batch (lower --batch or --size)")
 
-    def describe(self) -> dict:
-        return {k: v for k, v in self.param.values().items() if k != "name"}
 
 
 class StabilitySettings(Settings):

@@ -51,7 +51,7 @@ def long_rollout(ckpt: Checkpoint, settings: StabilitySettings, device="cpu",
     eta = settings.eta_percent / 100 if "misfit" in ckpt.conditions else ckpt.preset.misfit
     engine = SurrogateEngine(ckpt, misfit=eta, device=device)
     dim, scale = ckpt.dim, ckpt.grid_scale
-    eta_cases = torch.full((settings.cases,), eta, dtype=torch.float64)
+    eta_cases = torch.full((settings.cases,), eta, dtype=torch.float64, device=engine.device)
     left, blew = np.full(settings.cases, -1), np.full(settings.cases, -1)
     rows, energy, mass0, started = [], [], None, time.perf_counter()
     for frame, state in enumerate(states(engine, phi0, settings.frames)):
@@ -62,8 +62,7 @@ def long_rollout(ckpt: Checkpoint, settings: StabilitySettings, device="cpu",
         blew = _first(blew, diverged(phi).cpu().numpy(), frame)
         mass = metrics.mean_composition(phi, dim).cpu().numpy()
         mass0 = mass if mass0 is None else mass0
-        energy.append(metrics.energy(phi.double(), ckpt.preset, eta_cases.to(phi.device),
-                                     spacing=scale)["total"].cpu().numpy())
+        energy.append(metrics.energy(phi.double(), ckpt.preset, eta_cases, spacing=scale)["total"].cpu().numpy())
         done = frame == settings.frames or (blew >= 0).all()
         if frame % settings.report_every == 0 or done:
             rows.append({"frame": frame, "time": float(state.time), "max": high.tolist(), "min": low.tolist(),
@@ -73,8 +72,7 @@ def long_rollout(ckpt: Checkpoint, settings: StabilitySettings, device="cpu",
             progress(frame, settings.frames)
         if done:
             break
-    settings_dict = {k: v for k, v in settings.param.values().items() if k != "name"}
-    return {"checkpoint": ckpt.name, "settings": settings_dict, "means": case_means(settings),
+    return {"checkpoint": ckpt.name, "settings": settings.describe(), "means": case_means(settings),
             "sane_range": list(SANE_RANGE), "frames_run": rows[-1]["frame"],
             "first_frame_out_of_range": left.tolist(), "first_frame_diverged": blew.tolist(),
             "largest_energy_rise": largest_energy_rise(np.array(energy).T), "rows": rows}

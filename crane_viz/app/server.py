@@ -7,7 +7,6 @@ import os
 import panel as pn
 import torch
 
-from ..device import keep_freed_memory
 from ..live.controller import APP_THREADS
 from .common import CLASSROOM_ENV
 from .explorer import create_app
@@ -20,7 +19,6 @@ def serve(port: int, classroom: bool = False, show: bool = False) -> None:
     reference engines and training jobs share the machine's cores (#16 item 4).
     """
     torch.set_num_threads(APP_THREADS)
-    keep_freed_memory()
     address = "0.0.0.0" if classroom else "127.0.0.1"
     origins = ["*"] if classroom else [f"127.0.0.1:{port}", f"localhost:{port}"]
     os.environ[CLASSROOM_ENV] = "1" if classroom else ""

@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         group = h5.create_group("metrics")
         for key in (session.history[0] if session.history else {}):
             group.create_dataset(key, data=[row[key] for row in session.history])
-        chosen = {k: v for k, v in settings.param.values().items() if k != "name"}
+        chosen = settings.describe()
         write_attrs(h5, {**chosen, "checkpoint": ckpt.name,
                          "checkpoint_path": str(ckpt.path), "config_sha256": config_hash(ckpt.config),
                          "preset": ckpt.preset.name, "size": int(session.phi0.shape[0]),

@@ -117,5 +117,3 @@ class TrainJobSettings(TrainConfig):
         return TrainConfig(**{**values, "model": self.architecture(),
                               "init": str(resolve(self.init)) if self.init else ""})
 
-    def describe(self) -> dict:
-        return {k: v for k, v in self.param.values().items() if k != "name"}

@@ -186,6 +186,8 @@ GENERATE = [
     (["--out", "{readonly}/d.h5"], "cannot write"),
     (["--size", "100000"], "--size"),
     (["--preset", "plain-3d", "--size", "512"], "--size"),
+    (["--amplitude-sigma", "-0.1"], "--amplitude-sigma"),
+    (["--amplitude-sigma", "nan"], "--amplitude-sigma"),
 ]
 TRAIN = [
     *DEVICE_CASES,

@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
                    help="⟨φ⟩ range (default: the preset's; 3D draws a bell shape about its middle)")
     p.add_argument("--eta-range", dest="misfit_range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="η range as fractions, e.g. 0 0.012 (default: the preset's)")
+    p.add_argument("--amplitude-sigma", type=float, default=d.amplitude_sigma,
+                   help=f"σ of the Perlin amplitude |N(0, σ)| (at least 0.005), in [0, 1] (default "
+                        f"{d.amplitude_sigma:g}, the 2D paper's); small values give data of the linear regime")
     for key in ("batch", "seed"):
         p.add_argument(f"--{key}", type=int, default=spec[key].default, help=spec_help(spec[key]))
     add_device_option(p)

@@ -61,7 +61,7 @@ class DatasetSpec:
             raise InputError(f"--eta-range must lie within [0, {MAX_MISFIT}] (η as a fraction; "
                              f"{100 * MAX_MISFIT:g} %), not {self.misfit_range}")
         if not 0 <= self.amplitude_sigma <= 1:
-            raise InputError(f"amplitude_sigma must lie in [0, 1], not {self.amplitude_sigma}")
+            raise InputError(f"--amplitude-sigma must lie in [0, 1], not {self.amplitude_sigma}")
         check_grid(self.size, get_preset(self.preset).dim, batch=self.batch)
 
 

@@ -156,6 +156,20 @@ def test_a_3d_size_beyond_the_cap_is_said_not_silently_shrunk():
     assert "3D runs at most 96 points per side here, not 256" in live.describe()
 
 
+def test_the_status_line_says_when_a_shipped_model_runs_past_its_training_sequences():
+    """coherent-2d-coarse5 was trained on 100 τ (20 steps of 5 τ) and leaves the sane range near
+    230–300 τ: from step 21 on the explorer's status line says it extrapolates."""
+    settings = ExplorerSettings(model="coherent-2d-coarse5", size=32, reference="none",
+                                frames_per_update=20)
+    live = LiveRun(settings, lambda frames, generation: None)
+    live.step()
+    assert live.session.current().time == 100 and "extrapolates" not in live.describe()
+    live.settings.frames_per_update = 1
+    live.step()
+    assert "t = 105 τ is past the 100 τ of this model's training sequences" in live.describe()
+    live.close()
+
+
 def test_frame_times_are_rolling_medians():
     """One slow frame does not swing the status line's timings (#16 item 4)."""
     from crane_viz.live.controller import FrameTimes

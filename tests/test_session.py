@@ -110,6 +110,25 @@ def test_training_range_warnings_and_edit_conserves_mass():
     assert abs(after["reference_mass_drift"] - before["reference_mass_drift"]) < 1e-6
 
 
+def test_horizon_note_from_the_frame_past_the_training_sequences():
+    """A model trained on 3-frame sequences (2 τ) is noted as extrapolating from t = 3 on (the
+    explorer's status line: test_live); a model without a training block gets none."""
+    s = Session(tiny_surrogate(), field(), P2, misfit=0.006, device=torch.device("cpu"),
+                training={"mean_range": [0.2, 0.8], "misfit_range": [0.0, 0.012], "grid": 16, "frames": 3})
+    assert s.training_span == pytest.approx(2.0)
+    notes = []
+    for _ in range(3):
+        assert s.step() is not None, s.stop_reason
+        notes.append(s.horizon_note())
+    assert notes[:2] == [None, None]
+    assert notes[2] == "t = 3 τ is past the 2 τ of this model's training sequences: it extrapolates in time"
+    s.reset(s.phi0)
+    assert s.horizon_note() is None
+    bare = Session(tiny_surrogate(), field(), P2, misfit=0.006, device=torch.device("cpu"))
+    bare.step()
+    assert bare.training_span is None and bare.horizon_note() is None
+
+
 def test_run_cli_writes_documented_file(tmp_path, monkeypatch, capsys):
     model = CRNN(get_config("tiny-2d"))
     save_checkpoint(tmp_path / "ckpts" / "tiny", model, name="tiny", preset=P2,

@@ -38,7 +38,8 @@ class Session:
 
     Comparison happens on the surrogate's grid: a reference on a finer grid is average-pooled
     down to it (recorded in `comparison_grid`). `training` is the checkpoint's training block
-    (mean_range, misfit_range, grid) used to warn once about extrapolation.
+    (mean_range, misfit_range, grid, frames) used to warn about extrapolation: once per reset
+    for the ranges, and from the frame the run passes the training data's time span on.
     """
 
     surrogate: Engine
@@ -178,6 +179,21 @@ class Session:
         out["mae"] = float(metrics.mae(ref_c, sur, self.dim))
         out["delta"] = float(metrics.interface_displacement(ref_c, sur, self.dim)) * self.scale
         return out
+
+    @property
+    def training_span(self) -> float | None:
+        """τ covered by the sequences of the surrogate's last training stage (None: unknown)."""
+        frames = (self.training or {}).get("frames")
+        return (frames - 1) * self.surrogate.frame_time if frames else None
+
+    def horizon_note(self) -> str | None:
+        """Past the training data's time span the surrogate extrapolates in time: a model can look
+        right until then and drift or blow up afterwards (coherent-2d-coarse5 near 230–300 τ)."""
+        span = self.training_span
+        if span is None or self._sur.time <= span + 1e-9:
+            return None
+        return (f"t = {self._sur.time:g} τ is past the {span:g} τ of this model's training sequences: "
+                f"it extrapolates in time")
 
     def _range_warnings(self) -> list[str]:
         """Warnings (once per reset) when ⟨φ⟩, η or the grid lie outside the training ranges."""

@@ -467,6 +467,23 @@ def test_fine_tuning_widens_a_shipped_checkpoint():
         initial_weights("coherent-2d", get_config("tiny-2d"))
 
 
+def test_random_pushforward_depth_draws_every_window_length_and_trains(data, tmp_path):
+    """--pushforward-depth random: each batch's window is N+1 … --window frames long (each length
+    drawn, nothing else), so the N scored frames start anywhere in the window's span; fixed keeps
+    --window."""
+    from crane_viz.training.loop import window_length
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = TrainConfig(model="tiny-2d", window=6, pushforward=2, pushforward_depth="random")
+    lengths = [window_length(cfg, gen) for _ in range(400)]
+    assert set(lengths) == {3, 4, 5, 6}
+    assert all(abs(lengths.count(n) / 400 - 0.25) < 0.08 for n in (3, 4, 5, 6))
+    assert window_length(TrainConfig(model="tiny-2d", window=6, pushforward=2), gen) == 6
+    record = train(data, tmp_path / "pfr", TrainConfig(model="tiny-2d", epochs=1, batch=3, window=4,
+                                                       pushforward=1, pushforward_depth="random"))
+    assert math.isfinite(record["val_loss"])
+
+
 def test_pushforward_scores_only_the_last_frames_and_older_runs_resume(data, tmp_path):
     """--pushforward N: the steps before the last N run without gradient, the loss sees only the
     last N frames; a run saved before an option existed resumes with that option's default."""

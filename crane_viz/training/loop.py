@@ -91,6 +91,11 @@ class TrainConfig(Settings):
     pushforward = param.Integer(0, bounds=(0, 100_000),
                                 doc="Score only the last N predicted frames of each sample (0: all); the "
                                     "frames before them run without gradient (the pushforward trick).")
+    pushforward_depth = param.Selector(default="fixed", objects=["fixed", "random"],
+                                       doc="With --pushforward N: every window is --window frames long "
+                                           "(fixed), or each batch's is N+1 … --window frames (random), so "
+                                           "the scored frames cover the whole span and the early ones stay "
+                                           "trained.")
     snapshot_every = param.Integer(0, bounds=(0, 100_000), doc="Keep the checkpoint of every N-th epoch in "
                                                                "epochs/ (for the learning curve; 0: none).")
     seed = param.Integer(0, bounds=(0, MAX_SEED), doc="Seed of the split, shuffling, augmentation and noise.")
@@ -152,6 +157,14 @@ def window_of(seq: torch.Tensor, window: int, gen: torch.Generator, first: float
     if first > 0:
         starts = torch.where(torch.rand(seq.shape[0], generator=gen) < first, 0, starts)
     return torch.stack([s[t:t + window] for s, t in zip(seq, starts.tolist())])
+
+
+def window_length(cfg: "TrainConfig", gen: torch.Generator) -> int:
+    """Frames of this batch's windows: --window, or with a random pushforward depth a length drawn
+    uniformly from N+1 … --window, so the N scored frames follow 0 … window−N−1 unscored steps."""
+    if cfg.pushforward_depth == "random" and cfg.pushforward and cfg.window > cfg.pushforward + 1:
+        return int(torch.randint(cfg.pushforward + 1, cfg.window + 1, (), generator=gen))
+    return cfg.window
 
 
 def augment(seq: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -507,7 +520,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
             losses = []
             for b0 in range(0, len(order), cfg.batch):
                 b = order[b0:b0 + cfg.batch]
-                seq = augment(window_of(data.phi[b], cfg.window, gen, cfg.first_window), gen).to(device)
+                seq = augment(window_of(data.phi[b], window_length(cfg, gen), gen, cfg.first_window),
+                              gen).to(device)
                 eta = data.eta[b].to(device)
                 skip = max(0, seq.shape[1] - 1 - cfg.pushforward) if cfg.pushforward else 0
                 pred, inputs = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen,

@@ -467,6 +467,29 @@ def test_fine_tuning_widens_a_shipped_checkpoint():
         initial_weights("coherent-2d", get_config("tiny-2d"))
 
 
+def test_pixel_horizon_scores_pointwise_errors_only_up_to_its_frame():
+    """--pixel-horizon N: an error in a window's frames after N costs nothing pointwise (only the
+    F/V term sees it), one at or before N costs what it did; `first_frame` shifts the count."""
+    from crane_viz.physics.presets import get_preset
+    from crane_viz.training.loop import composite_loss
+
+    preset = get_preset("coherent-2d")
+    seq = 0.5 + 0.1 * torch.rand(2, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    eta = torch.full((2,), 0.006)
+    late, early = seq[:, 1:].clone(), seq[:, 1:].clone()
+    late[:, 3] += 0.05   # frame 4 of the window
+    early[:, 1] += 0.05  # frame 2
+    cfg = TrainConfig(model="tiny-2d", pixel_horizon=3, frame_weight="uniform")
+    everything = TrainConfig(model="tiny-2d", frame_weight="uniform")
+    assert composite_loss(late, seq, eta, preset, cfg) == 0
+    assert composite_loss(early, seq, eta, preset, cfg) == pytest.approx(
+        float(composite_loss(early, seq, eta, preset, everything)), rel=1e-6)
+    assert composite_loss(early, seq, eta, preset, cfg, first_frame=3) == 0  # frame 2 is now frame 4
+    assert composite_loss(late, seq, eta, preset, everything) > 0
+    with_energy = TrainConfig(model="tiny-2d", pixel_horizon=3, frame_weight="uniform", energy_weight=150)
+    assert composite_loss(late, seq, eta, preset, with_energy) > 0
+
+
 def test_random_pushforward_depth_draws_every_window_length_and_trains(data, tmp_path):
     """--pushforward-depth random: each batch's window is N+1 … --window frames long (each length
     drawn, nothing else), so the N scored frames start anywhere in the window's span; fixed keeps

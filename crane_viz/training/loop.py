@@ -91,6 +91,11 @@ class TrainConfig(Settings):
     pushforward = param.Integer(0, bounds=(0, 100_000),
                                 doc="Score only the last N predicted frames of each sample (0: all); the "
                                     "frames before them run without gradient (the pushforward trick).")
+    pixel_horizon = param.Integer(0, bounds=(0, 100_000),
+                                  doc="Score the pointwise terms (φ, |∇φ|²) only on the first N predicted "
+                                      "frames of each window (0: all); later frames only through the F/V "
+                                      "terms (energy, rise). A free rollout drifts out of phase with its "
+                                      "reference, and past that point an MSE rewards blurred interfaces.")
     pushforward_depth = param.Selector(default="fixed", objects=["fixed", "random"],
                                        doc="With --pushforward N: every window is --window frames long "
                                            "(fixed), or each batch's is N+1 … --window frames (random), so "
@@ -235,23 +240,32 @@ def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, pre
     return torch.relu((f_out - f_in) / f_in.detach().abs().clamp_min(1e-6)).mean()
 
 
+def pixel_mask(batch: int, frames: int, horizon: int, first_frame: int, like: torch.Tensor) -> torch.Tensor:
+    """(B·T',) 1 for predicted frames first_frame … of the window up to `horizon` (0: all), else 0."""
+    index = torch.arange(first_frame, first_frame + frames, device=like.device)
+    keep = (index <= horizon) if horizon > 0 else torch.ones_like(index, dtype=torch.bool)
+    return keep.to(like.dtype).repeat(batch)
+
+
 def composite_loss(pred: torch.Tensor, seq: torch.Tensor, eta: torch.Tensor, preset,
-                   cfg: TrainConfig, inputs: torch.Tensor | None = None) -> torch.Tensor:
+                   cfg: TrainConfig, inputs: torch.Tensor | None = None, first_frame: int = 1) -> torch.Tensor:
     """L = L_φ + λ_∇ L_∇ + λ_f L_f (+ λ_rise · energy rise) of predicted frames 1..T−1,
     (B, T−1, *grid), against the true sequence `seq`, (B, T, *grid).
 
-    The first three are per-frame means weighted by `frame_weights`; the rise term needs the
-    model's `inputs` (B, T−1, *grid) and is left out without them.
+    The first three are per-frame means weighted by `frame_weights`; L_φ and L_∇ count only up to
+    frame `cfg.pixel_horizon` of the window (`pred[:, 0]` is its frame `first_frame`). The rise
+    term needs the model's `inputs` (B, T−1, *grid) and is left out without them.
     """
     dim = pred.ndim - 2
     flat_p, flat_t = pred.flatten(0, 1), seq[:, 1:].flatten(0, 1)
     eta_t = eta.repeat_interleave(pred.shape[1])
     weight = frame_weights(flat_t, cfg.frame_weight, seq[:, :-1].flatten(0, 1))
+    pixel = pixel_mask(pred.shape[0], pred.shape[1], cfg.pixel_horizon, first_frame, flat_p)
     l_phi = ((flat_p - flat_t) ** 2).flatten(1).mean(1)
     l_grad = ((grad_sq_fd(flat_p, dim) - grad_sq_fd(flat_t, dim)) ** 2).flatten(1).mean(1)
     l_f = (free_energy_density(flat_p, eta_t, preset, dim)
            - free_energy_density(flat_t, eta_t, preset, dim)) ** 2
-    loss = (weight * (l_phi + cfg.grad_weight * l_grad + cfg.energy_weight * l_f)).mean()
+    loss = (weight * (pixel * (l_phi + cfg.grad_weight * l_grad) + cfg.energy_weight * l_f)).mean()
     if cfg.rise_weight > 0 and inputs is not None:
         loss = loss + cfg.rise_weight * energy_rise(inputs, pred, eta, preset)
     return loss
@@ -526,7 +540,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 skip = max(0, seq.shape[1] - 1 - cfg.pushforward) if cfg.pushforward else 0
                 pred, inputs = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen,
                                       with_inputs=True, detached=skip)
-                loss = composite_loss(pred[:, skip:], seq[:, skip:], eta, preset, cfg, inputs[:, skip:])
+                loss = composite_loss(pred[:, skip:], seq[:, skip:], eta, preset, cfg, inputs[:, skip:],
+                                      first_frame=skip + 1)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"training diverged: the loss became {loss.item()} in epoch "
                                            f"{epoch + 1}; the last finished epoch is kept in {out} "

@@ -536,3 +536,102 @@ def test_pushforward_scores_only_the_last_frames_and_older_runs_resume(data, tmp
     state["config"] = json.dumps({**settings, "epochs": 1})
     torch.save(state, tmp_path / "pf" / "train_state.pt")
     assert train(data, tmp_path / "pf", old, resume=True) == {}  # nothing left to do, but accepted
+
+
+def test_mix_data_adds_a_linear_regime_loss_and_resumes_exactly(data, tmp_path):
+    """--mix-data: every batch also rolls out small-amplitude sequences from frame 0 and scores
+    them; the extra draws come from the run's generator, so an interrupted run resumes to the same
+    weights; the log and the checkpoint's provenance name the second dataset; mismatches are
+    refused naming the option."""
+    mix = generate(DatasetSpec(sequences=4, frames=4, size=16, batch=4, seed=900, amplitude_sigma=0.01),
+                   tmp_path / "small.h5")
+    cfg = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=7, window=3, mix_data=str(mix),
+                      mix_frames=3, mix_weight=2.0)
+    train(data, tmp_path / "full", cfg)
+    train(data, tmp_path / "part", TrainConfig(**{**cfg.to_dict(), "epochs": 1}))
+    state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    state["config"] = json.dumps(cfg.to_dict())
+    torch.save(state, tmp_path / "part" / "train_state.pt")
+    train(data, tmp_path / "part", cfg, resume=True)
+    a = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6)
+    train(data, tmp_path / "plain", TrainConfig(**{**cfg.to_dict(), "mix_data": ""}))
+    plain = torch.load(tmp_path / "plain" / "train_state.pt", weights_only=True)
+    assert not torch.equal(plain["model"]["head.4.weight"], a["model"]["head.4.weight"])
+    log = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["mix_loss"]) and r["mix_loss"] > 0 for r in log)
+    ckpt = load_checkpoint(tmp_path / "full" / "best")
+    assert ckpt.config["dataset"]["mix"]["sequences"] == 4
+    with pytest.raises(InputError, match="--mix-frames 4 needs 5"):
+        train(data, tmp_path / "long", TrainConfig(**{**cfg.to_dict(), "mix_frames": 4}))
+    other = generate(DatasetSpec(preset="plain-2d", sequences=1, frames=2, size=16, batch=1, seed=1),
+                     tmp_path / "plain2d.h5")
+    with pytest.raises(InputError, match="--mix-data .* holds preset 'plain-2d'"):
+        train(data, tmp_path / "other", TrainConfig(**{**cfg.to_dict(), "mix_data": str(other)}))
+
+
+def test_linear_regime_loss_is_relative_so_small_fields_count():
+    """A model that changes nothing scores 1 on any data, small-amplitude or developed, and one
+    that grows the right mode 10 % too fast per frame scores far less, at either amplitude."""
+    from types import SimpleNamespace
+
+    from crane_viz.training.loop import linear_regime_loss
+
+    torch.manual_seed(0)
+    base = 0.5 + torch.randn(4, 1, 8, 8)
+    growth = torch.linspace(0, 1, 5).view(1, 5, 1, 1)
+    for amplitude in (0.01, 0.2):
+        seq = 0.5 + amplitude * (base - 0.5) * torch.exp(growth)  # (4, 5, 8, 8), a growing mode
+        mix = SimpleNamespace(phi=seq, eta=torch.zeros(4))
+        cfg = TrainConfig(model="tiny-2d", batch=4)
+
+        def frozen(phi, hidden, cond):
+            return phi, hidden
+        def fast(phi, hidden, cond):
+            return 0.5 + (phi - 0.5) * math.exp(0.25 * 1.1), hidden
+        frozen.config = fast.config = SimpleNamespace(conditions=())
+        loss = [linear_regime_loss(m, mix, cfg, torch.Generator().manual_seed(0), "cpu").item()
+                for m in (frozen, fast)]
+        assert loss[0] == pytest.approx(1.0, rel=1e-3)
+        assert 0.005 < loss[1] < 0.05
+
+
+def test_beyond_rolls_past_the_data_scoring_only_energy_rises(data, tmp_path):
+    """--beyond N: windows of up to --window + N frames; frames past the data's last one (padded
+    with copies of it) cost nothing pointwise or in F/V, but a rise of F/V there is still
+    penalised; training with it runs; without --pushforward or a rise weight it is refused."""
+    from crane_viz.physics.presets import get_preset
+    from crane_viz.training.loop import composite_loss, past_the_data, window_length
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = TrainConfig(model="tiny-2d", window=4, pushforward=2, pushforward_depth="random", beyond=3,
+                      rise_weight=1.0)
+    assert {window_length(cfg, gen) for _ in range(300)} == {3, 4, 5, 6, 7}
+    assert window_length(TrainConfig(**{**cfg.to_dict(), "pushforward_depth": "fixed"}), gen) == 7
+    seq = 0.5 + 0.1 * torch.rand(2, 3, 8, 8, generator=gen)
+    padded = past_the_data(seq, 5)
+    assert padded.shape == (2, 5, 8, 8) and torch.equal(padded[:, 3], seq[:, 2]) and torch.equal(padded[:, 4], seq[:, 2])
+    assert past_the_data(seq, 2) is seq
+    preset, eta = get_preset("coherent-2d"), torch.full((2,), 0.006)
+    scoring = TrainConfig(model="tiny-2d", frame_weight="uniform", energy_weight=150)
+    wrong_late = padded[:, 1:].clone()
+    wrong_late[:, 3] += 0.05  # frame 4: past the data (known = 3 frames)
+    assert composite_loss(wrong_late, padded, eta, preset, scoring, known=3) == 0
+    assert composite_loss(wrong_late, padded, eta, preset, scoring) > 0
+    wrong_early = padded[:, 1:].clone()
+    wrong_early[:, 1] += 0.05  # frame 2: has a reference
+    assert composite_loss(wrong_early, padded, eta, preset, scoring, known=3) > 0
+    rough = padded[:, 1:].clone()
+    rough[:, 3] += 0.2 * torch.randn(2, 8, 8, generator=gen)  # F/V rises from frame 3 to 4
+    rough[:, 3] += 0.5 - rough[:, 3].mean(dim=(1, 2), keepdim=True)
+    rising = TrainConfig(**{**scoring.to_dict(), "energy_weight": 0, "rise_weight": 1.0})
+    assert composite_loss(rough, padded, eta, preset, rising, inputs=padded[:, :-1], known=3) > 0
+    record = train(data, tmp_path / "beyond", TrainConfig(model="tiny-2d", epochs=1, batch=3, window=4,
+                                                          pushforward=1, rise_weight=1.0, beyond=4,
+                                                          pushforward_depth="random"))
+    assert math.isfinite(record["val_loss"])
+    for bad in ({"pushforward": 0}, {"rise_weight": 0.0}):
+        with pytest.raises(InputError, match="--beyond needs"):
+            TrainConfig(**{**cfg.to_dict(), **bad})

@@ -101,6 +101,22 @@ class TrainConfig(Settings):
                                            "(fixed), or each batch's is N+1 … --window frames (random), so "
                                            "the scored frames cover the whole span and the early ones stay "
                                            "trained.")
+    beyond = param.Integer(0, bounds=(0, 100_000),
+                           doc="With --pushforward and --rise-weight: windows may be up to --window + N "
+                               "frames long, rolling the model on past the data's last frame; those "
+                               "frames have no reference and are scored by the F/V-rise penalty alone "
+                               "(Cahn–Hilliard never raises F), so late states the data never reach "
+                               "are trained too.")
+    mix_data = param.String("", doc="A second dataset of the same preset (e.g. small-amplitude starts, "
+                                    "`generate --amplitude-sigma 0.01`) whose first --mix-frames frames are "
+                                    "rolled out from frame 0 beside every batch and scored by each frame's "
+                                    "squared error over its squared true change since frame 0, so the linear "
+                                    "regime that sets σ(k, n, η) keeps weight while the main loss trains "
+                                    "long rollouts ('': none).")
+    mix_weight = param.Number(1.0, bounds=(0.0, None), softbounds=(0.0, 10.0),
+                              doc="Weight of the --mix-data loss beside the main loss.")
+    mix_frames = param.Integer(10, bounds=(1, 100_000), doc="Predicted frames of each --mix-data rollout "
+                                                            "(from its frame 0).")
     snapshot_every = param.Integer(0, bounds=(0, 100_000), doc="Keep the checkpoint of every N-th epoch in "
                                                                "epochs/ (for the learning curve; 0: none).")
     seed = param.Integer(0, bounds=(0, MAX_SEED), doc="Seed of the split, shuffling, augmentation and noise.")
@@ -109,6 +125,9 @@ class TrainConfig(Settings):
         super().__init__(**params)
         if self.max_frames == 1:
             raise InputError("--max-frames must be 0 (all) or at least 2, not 1")
+        if self.beyond and not (self.pushforward and self.rise_weight > 0):
+            raise InputError("--beyond needs --pushforward (the frames past the data run without "
+                             "gradient) and --rise-weight > 0 (the only score those frames get)")
 
     def trained_frames(self, stored: int) -> int:
         """Frames per sequence the model trains on: every frame_stride-th of the first max_frames."""
@@ -165,11 +184,22 @@ def window_of(seq: torch.Tensor, window: int, gen: torch.Generator, first: float
 
 
 def window_length(cfg: "TrainConfig", gen: torch.Generator) -> int:
-    """Frames of this batch's windows: --window, or with a random pushforward depth a length drawn
-    uniformly from N+1 … --window, so the N scored frames follow 0 … window−N−1 unscored steps."""
-    if cfg.pushforward_depth == "random" and cfg.pushforward and cfg.window > cfg.pushforward + 1:
-        return int(torch.randint(cfg.pushforward + 1, cfg.window + 1, (), generator=gen))
-    return cfg.window
+    """Frames of this batch's windows: --window (+ --beyond), or with a random pushforward depth a
+    length drawn uniformly from N+1 … --window (+ --beyond), so the N scored frames follow
+    0 … window−N−1 unscored steps."""
+    longest = cfg.window + cfg.beyond
+    if cfg.pushforward_depth == "random" and cfg.pushforward and longest > cfg.pushforward + 1:
+        return int(torch.randint(cfg.pushforward + 1, longest + 1, (), generator=gen))
+    return longest
+
+
+def past_the_data(seq: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, length, *grid): `seq` followed by copies of its last frame, the placeholders of the frames
+    a --beyond window rolls past the data (they are never scored against)."""
+    extra = length - seq.shape[1]
+    if extra <= 0:
+        return seq
+    return torch.cat([seq, seq[:, -1:].expand(-1, extra, *seq.shape[2:])], dim=1)
 
 
 def augment(seq: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -240,27 +270,38 @@ def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, pre
     return torch.relu((f_out - f_in) / f_in.detach().abs().clamp_min(1e-6)).mean()
 
 
-def pixel_mask(batch: int, frames: int, horizon: int, first_frame: int, like: torch.Tensor) -> torch.Tensor:
-    """(B·T',) 1 for predicted frames first_frame … of the window up to `horizon` (0: all), else 0."""
+def pixel_mask(batch: int, frames: int, horizon: int, first_frame: int, like: torch.Tensor,
+               known: int | None = None) -> torch.Tensor:
+    """(B·T',) 1 for predicted frames first_frame … of the window up to `horizon` (0: all) that
+    have a reference (frame index < `known`; None: all), else 0."""
     index = torch.arange(first_frame, first_frame + frames, device=like.device)
     keep = (index <= horizon) if horizon > 0 else torch.ones_like(index, dtype=torch.bool)
-    return keep.to(like.dtype).repeat(batch)
+    return (keep & referenced(index, known)).to(like.dtype).repeat(batch)
+
+
+def referenced(index: torch.Tensor, known: int | None) -> torch.Tensor:
+    """Which window frames `index` have a reference: those before `known` (None: all)."""
+    return torch.ones_like(index, dtype=torch.bool) if known is None else index < known
 
 
 def composite_loss(pred: torch.Tensor, seq: torch.Tensor, eta: torch.Tensor, preset,
-                   cfg: TrainConfig, inputs: torch.Tensor | None = None, first_frame: int = 1) -> torch.Tensor:
+                   cfg: TrainConfig, inputs: torch.Tensor | None = None, first_frame: int = 1,
+                   known: int | None = None) -> torch.Tensor:
     """L = L_φ + λ_∇ L_∇ + λ_f L_f (+ λ_rise · energy rise) of predicted frames 1..T−1,
     (B, T−1, *grid), against the true sequence `seq`, (B, T, *grid).
 
     The first three are per-frame means weighted by `frame_weights`; L_φ and L_∇ count only up to
-    frame `cfg.pixel_horizon` of the window (`pred[:, 0]` is its frame `first_frame`). The rise
+    frame `cfg.pixel_horizon` of the window (`pred[:, 0]` is its frame `first_frame`), and all
+    three only on frames with a reference (window frames before `known`; None: all). The rise
     term needs the model's `inputs` (B, T−1, *grid) and is left out without them.
     """
     dim = pred.ndim - 2
     flat_p, flat_t = pred.flatten(0, 1), seq[:, 1:].flatten(0, 1)
     eta_t = eta.repeat_interleave(pred.shape[1])
     weight = frame_weights(flat_t, cfg.frame_weight, seq[:, :-1].flatten(0, 1))
-    pixel = pixel_mask(pred.shape[0], pred.shape[1], cfg.pixel_horizon, first_frame, flat_p)
+    pixel = pixel_mask(pred.shape[0], pred.shape[1], cfg.pixel_horizon, first_frame, flat_p, known)
+    index = torch.arange(first_frame, first_frame + pred.shape[1], device=pred.device)
+    weight = weight * referenced(index, known).to(weight.dtype).repeat(pred.shape[0])
     l_phi = ((flat_p - flat_t) ** 2).flatten(1).mean(1)
     l_grad = ((grad_sq_fd(flat_p, dim) - grad_sq_fd(flat_t, dim)) ** 2).flatten(1).mean(1)
     l_f = (free_energy_density(flat_p, eta_t, preset, dim)
@@ -467,6 +508,44 @@ def provenance_of(data: Dataset) -> dict:
             "settings": data.attrs.get("settings")}
 
 
+def coarsened(data: Dataset, cfg: TrainConfig) -> None:
+    """Average-pool the dataset's fields by --grid-scale in place (the model's grid)."""
+    if cfg.grid_scale > 1:
+        data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
+
+
+def mix_dataset(cfg: TrainConfig, preset) -> Dataset | None:
+    """The --mix-data dataset cut to its first --mix-frames + 1 frames at the model's stride and
+    grid, or None; it must hold the training data's preset."""
+    if not cfg.mix_data:
+        return None
+    mix = load_dataset(cfg.mix_data)
+    if mix.preset.name != preset.name:
+        raise InputError(f"--mix-data {cfg.mix_data} holds preset {mix.preset.name!r}, but the training "
+                         f"data hold {preset.name!r}")
+    needed = cfg.mix_frames * cfg.frame_stride + 1
+    if mix.phi.shape[1] < needed:
+        raise InputError(f"--mix-data {cfg.mix_data} has {mix.phi.shape[1]} frames per sequence; "
+                         f"--mix-frames {cfg.mix_frames} needs {needed}")
+    mix.phi, _ = strided(mix.phi[:, :needed], mix.preset, cfg.frame_stride)
+    coarsened(mix, cfg)
+    return mix
+
+
+def linear_regime_loss(model: CRNN, mix: Dataset, cfg: TrainConfig, gen: torch.Generator,
+                       device) -> torch.Tensor:
+    """Free rollouts from frame 0 of --batch random --mix-data sequences, scored per frame by the
+    squared error over the squared true change since frame 0, averaged: dimensionless (a model
+    that changes nothing scores 1), so small-amplitude fields count as much as developed ones and
+    a growth rate off by a few percent is seen. No input noise: it would swamp small fields."""
+    pick = torch.randint(0, mix.phi.shape[0], (cfg.batch,), generator=gen).tolist()
+    seq, eta = augment(mix.phi[pick], gen).to(device), mix.eta[pick].to(device)
+    pred = unroll(model, seq, 1, conditions(model, eta), 0.0, None)
+    error = ((pred - seq[:, 1:]) ** 2).flatten(2).mean(2)
+    change = ((seq[:, 1:] - seq[:, :1]) ** 2).flatten(2).mean(2)
+    return (error / (change + INCREMENT_FLOOR)).mean()
+
+
 def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str = "model",
           resume: bool = False, device="cpu",
           on_epoch: Callable[[dict], None] | None = None,
@@ -490,8 +569,10 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
         data.phi = data.phi[:, :cfg.max_frames]
     data.phi, preset = strided(data.phi, data.preset, cfg.frame_stride)
     ranges, provenance = training_ranges(data, cfg), provenance_of(data)
-    if cfg.grid_scale > 1:
-        data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
+    coarsened(data, cfg)
+    mix = mix_dataset(cfg, preset)
+    if mix is not None:
+        provenance["mix"] = provenance_of(mix)
     model_cfg = get_config(cfg.model)
     if model_cfg.dim != preset.dim:
         raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
@@ -531,17 +612,23 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 group["lr"] = learning_rate(cfg, epoch)
             model.train()
             order = [train_idx[i] for i in torch.randperm(len(train_idx), generator=gen).tolist()]
-            losses = []
+            losses, mix_losses = [], []
             for b0 in range(0, len(order), cfg.batch):
                 b = order[b0:b0 + cfg.batch]
-                seq = augment(window_of(data.phi[b], window_length(cfg, gen), gen, cfg.first_window),
-                              gen).to(device)
+                length = window_length(cfg, gen)
+                seq = window_of(data.phi[b], min(length, data.phi.shape[1]), gen, cfg.first_window)
+                known = seq.shape[1]  # window frames with a reference
+                seq = augment(past_the_data(seq, length), gen).to(device)
                 eta = data.eta[b].to(device)
                 skip = max(0, seq.shape[1] - 1 - cfg.pushforward) if cfg.pushforward else 0
                 pred, inputs = unroll(model, seq, given, conditions(model, eta), cfg.noise, gen,
                                       with_inputs=True, detached=skip)
                 loss = composite_loss(pred[:, skip:], seq[:, skip:], eta, preset, cfg, inputs[:, skip:],
-                                      first_frame=skip + 1)
+                                      first_frame=skip + 1, known=known)
+                if mix is not None:
+                    mix_loss = linear_regime_loss(model, mix, cfg, gen, device)
+                    loss = loss + cfg.mix_weight * mix_loss
+                    mix_losses.append(mix_loss.item())
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"training diverged: the loss became {loss.item()} in epoch "
                                            f"{epoch + 1}; the last finished epoch is kept in {out} "
@@ -567,6 +654,8 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                       "train_loss": sum(losses) / max(len(losses), 1), "val_loss": val,
                       "seconds": seconds, "hours": trained_seconds / 3600,
                       "threads": torch.get_num_threads(), "device": torch.device(device).type}
+            if mix_losses:
+                record["mix_loss"] = sum(mix_losses) / len(mix_losses)
             improved = math.isfinite(val) and val < best
             if improved:
                 best = val

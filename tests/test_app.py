@@ -353,7 +353,7 @@ def test_training_tab_keeps_the_reason_a_start_was_refused(browser, server):
 
 def test_training_tab_takes_the_shipped_recipes_settings(browser, server):
     """The settings the shipped checkpoints were trained with (frame stride, windows from frame 0,
-    the free-energy rise penalty, EMA, …) are in the tab and its links; a frame stride that leaves
+    the free-energy rise penalty, EMA, pushforward depth, pixel horizon, …) are in the tab and its links; a frame stride that leaves
     one frame is named in the estimate before anything starts."""
     page, _ = open_page(browser, server + "?train_sequences=4&train_size=16&train_frames=8&train_frame_stride=8"
                                           "&train_rise_weight=10")
@@ -361,7 +361,8 @@ def test_training_tab_takes_the_shipped_recipes_settings(browser, server):
     page.wait_for_selector("text=/⚠ frame stride 8 leaves one frame of sequences with 8/", timeout=30_000)
     page.click("text=Frames, stability and checkpoints")
     page.wait_for_selector("text=Rise weight", timeout=10_000)
-    for name in ("First window", "Ema", "Schedule", "Pushforward"):
+    for name in ("First window", "Ema", "Schedule", "Pushforward", "Pushforward depth", "Pixel horizon",
+                 "Beyond", "Mix data", "Mix frames", "Mix weight"):
         assert page.locator(f"text={name}").first.is_visible(), name
     page.close()
 

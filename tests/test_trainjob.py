@@ -165,6 +165,18 @@ def test_bad_settings_name_the_setting(project):
     assert project.jobs() == []
 
 
+def test_a_mix_dataset_of_another_preset_or_too_short_is_refused_before_starting(project, tmp_path):
+    other = generate(DatasetSpec(preset="plain-2d", sequences=1, frames=4, size=16, batch=1, seed=1),
+                     tmp_path / "plain.h5")
+    with pytest.raises(InputError, match="--mix-data .*none.h5: no such file"):
+        project.start(TrainJobSettings(checkpoint_name="x", mix_data=str(tmp_path / "none.h5"), **TINY))
+    with pytest.raises(InputError, match="holds preset 'plain-2d', but the training data hold 'coherent-2d'"):
+        project.start(TrainJobSettings(checkpoint_name="x", mix_data=str(other), **TINY))
+    with pytest.raises(InputError, match="--mix-frames 10 needs 11"):
+        project.start(TrainJobSettings(checkpoint_name="x", mix_data=str(other), **{**TINY, "preset": "plain-2d"}))
+    assert project.jobs() == []
+
+
 def test_estimate_counts_the_dataset_and_times_the_steps():
     est = estimate(TrainJobSettings(epochs=10, **TINY))
     assert est["bytes"] == 4 * 8 * 16 * 16 * 4

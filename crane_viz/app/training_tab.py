@@ -34,17 +34,20 @@ class TrainingView(View):
              "window", "grid_scale", "clip_norm", "seed", "preview_every", "threads"]
     # the recipes of the shipped checkpoints (their cards' commands) need these too
     CURRICULUM = ["val_fraction", "max_frames", "frame_stride", "first_window", "frame_weight", "pushforward",
-                  "rise_weight", "ema", "schedule", "keep", "snapshot_every"]
+                  "pushforward_depth", "pixel_horizon", "beyond", "rise_weight", "mix_data", "mix_frames",
+                  "mix_weight", "ema", "schedule", "keep", "snapshot_every"]
+    PATHS = ("dataset", "init", "mix_data")  # never taken from a link
     INTS = ["sequences", "frames", "size", "data_seed", "epochs", "ramp", "batch", "window",
-            "seed", "preview_every", "threads", "max_frames", "frame_stride", "pushforward", "snapshot_every"]
+            "seed", "preview_every", "threads", "max_frames", "frame_stride", "pushforward", "pixel_horizon",
+            "beyond", "mix_frames", "snapshot_every"]
 
     def __init__(self, doc, on_models_changed):
         super().__init__()
         self.doc, self.on_models_changed = doc, on_models_changed
         self.project = Project()
         self.settings = TrainJobSettings(checkpoint_name=self._free_name())
-        if pn.state.location is not None:  # paths (dataset, init) never come from a link
-            shared = [k for k in self.DATA + self.MODEL + self.CURRICULUM if k not in ("dataset", "init")]
+        if pn.state.location is not None:  # paths never come from a link
+            shared = [k for k in self.DATA + self.MODEL + self.CURRICULUM if k not in self.PATHS]
             pn.state.location.sync(self.settings, {k: f"train_{k}" for k in shared},
                                    on_error=lambda values: apply_each(self.settings, values))
         widgets = {k: pn.widgets.IntInput for k in self.INTS}

@@ -63,8 +63,9 @@ class TrainJobSettings(TrainConfig):
         if self.eta_min_percent > self.eta_max_percent:
             raise InputError(f"--eta-min-percent ({self.eta_min_percent}) must not exceed "
                              f"--eta-max-percent ({self.eta_max_percent})")
-        if self.dataset and not Path(self.dataset).is_file():
-            raise InputError(f"--dataset {self.dataset}: no such file")
+        for option, path in (("--dataset", self.dataset), ("--mix-data", self.mix_data)):
+            if path and not Path(path).is_file():
+                raise InputError(f"{option} {path}: no such file")
         if self.init:
             resolve(self.init)
         cfg, dim = get_config(self.architecture()), self.data_dim()
@@ -76,6 +77,7 @@ class TrainJobSettings(TrainConfig):
         check_stride(self.frame_stride, min(frames, self.max_frames or frames))
         if size % self.grid_scale:
             raise InputError(f"the grid size {size} must be a multiple of --grid-scale {self.grid_scale}")
+        self.check_mix_data()
 
     def architecture(self) -> str:
         """The registry name trained: the fine-tuned checkpoint's when `init` is set."""
@@ -94,16 +96,21 @@ class TrainJobSettings(TrainConfig):
         """(sequences, frames, size, dim) of the chosen dataset, or of the one to generate."""
         if not self.dataset:
             return self.sequences, self.frames, self.size, get_preset(self.preset).dim
-        import h5py
+        preset, shape = dataset_header(self.dataset, "--dataset")
+        return shape[0], shape[1], shape[2], get_preset(preset).dim
 
-        try:
-            with h5py.File(self.dataset, "r") as f:
-                dim = get_preset(str(f.attrs["preset"])).dim
-                shape = f["phi"].shape
-        except (OSError, KeyError, ValueError):
-            raise DatasetError(f"--dataset {self.dataset}: not a crane_viz dataset (an HDF5 file "
-                               "from crane-viz generate)") from None
-        return shape[0], shape[1], shape[2], dim
+    def check_mix_data(self) -> None:
+        """InputError unless --mix-data holds the training data's preset and enough frames."""
+        if not self.mix_data:
+            return
+        preset, shape = dataset_header(self.mix_data, "--mix-data")
+        trained = dataset_header(self.dataset, "--dataset")[0] if self.dataset else self.preset
+        if preset != trained:
+            raise InputError(f"--mix-data {self.mix_data} holds preset {preset!r}, but the training data "
+                             f"hold {trained!r}")
+        if shape[1] < self.mix_frames * self.frame_stride + 1:
+            raise InputError(f"--mix-data {self.mix_data} has {shape[1]} frames per sequence; --mix-frames "
+                             f"{self.mix_frames} needs {self.mix_frames * self.frame_stride + 1}")
 
     def dataset_spec(self) -> DatasetSpec:
         return DatasetSpec(preset=self.preset, sequences=self.sequences, frames=self.frames, size=self.size,
@@ -117,3 +124,14 @@ class TrainJobSettings(TrainConfig):
         return TrainConfig(**{**values, "model": self.architecture(),
                               "init": str(resolve(self.init)) if self.init else ""})
 
+
+def dataset_header(path: str, option: str) -> tuple[str, tuple]:
+    """(preset name, shape of phi) of a dataset file; DatasetError naming `option` if it is none."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs["preset"]), tuple(f["phi"].shape)
+    except (OSError, KeyError, ValueError):
+        raise DatasetError(f"{option} {path}: not a crane_viz dataset (an HDF5 file "
+                           "from crane-viz generate)") from None

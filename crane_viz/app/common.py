@@ -17,7 +17,8 @@ def later(doc, callback, delay: float = 0.0) -> None:
     document set to it.
 
     Models made or updated without it resolve their stylesheets to Panel's CDN (its fallback
-    when no document is current), which an offline classroom cannot reach (#16 item 10).
+    when no document is current), which an offline classroom cannot reach (#16 item 10). The
+    session's loop holds the document lock, so Bokeh models may be changed there.
     """
     def run():
         with set_curdoc(doc):

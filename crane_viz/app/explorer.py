@@ -25,7 +25,7 @@ from ..live.controller import (
     model_choices,
 )
 from ..physics.initial import load_field
-from .common import CLASSROOM_ENV
+from .common import CLASSROOM_ENV, later
 from .phase_tab import PhaseView
 from .training_tab import TrainingView
 from .views import CutawayView, ExportView, LiveDisplay, MapsView, PlotsView
@@ -121,7 +121,9 @@ def create_app():
         do_reset()
 
     play.on_click(lambda _: live.play())
-    pause.on_click(lambda _: (live.pause(), display.flush_plots()))
+    # a click may be handled off the document lock (Panel schedules events while the page is busy or
+    # closing), where changing a Bokeh source raises: the flush goes through the session's loop
+    pause.on_click(lambda _: (live.pause(), later(doc, display.flush_plots)))
     step.on_click(lambda _: live.step())
     reset.on_click(do_reset)
     upload.param.watch(do_upload, "value")

@@ -22,10 +22,10 @@ from crane_viz.physics.initial import as_batch, perlin_field
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 # name: (reference grid, frames, Perlin amplitude and cells, [(mean, eta, seed, MAE bound)], baseline fraction)
 # bounds: measured with this file's cases (coherent-2d 2026-11-25: 0.152, 0.041; coherent-2d-elastic
-# 2026-12-07, stage 6: 0.0210, 0.0265; plain-3d 2026-12-06, stage 7: 0.131, 0.102), × 1.25
+# 2026-12-07, stage 8: 0.0228, 0.0285; plain-3d 2026-12-06, stage 7: 0.131, 0.102), × 1.25
 CASES = {
     "coherent-2d": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.19), (0.42, 0.002, 12, 0.051)], 0.5),
-    "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.026), (0.42, 0.002, 12, 0.033)], 0.5),
+    "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.028), (0.42, 0.002, 12, 0.036)], 0.5),
     "plain-3d": (16, 20, (0.1, 4), [(0.5, 0.0, 21, 0.164), (0.42, 0.0, 22, 0.128)], 0.5),
     # 20 frames of 5 τ = the 100 τ of the sweeps it is made for (2026-12-06: 0.0522, 0.1619, × 1.25)
     "coherent-2d-coarse5": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.065), (0.42, 0.002, 12, 0.202)], 0.5),
@@ -82,10 +82,10 @@ def test_run_with_the_shipped_2d_checkpoint_writes_the_documented_file(tmp_path,
 GROWTH = {
     "coherent-2d": {("<10>", 0.0): 1.514, ("<10>", 0.006): 1.277, ("<10>", 0.01): 1.070,
                     ("<11>", 0.0): 1.573, ("<11>", 0.006): 1.309, ("<11>", 0.01): 1.072},
-    # the elastic input more than halves the ⟨11⟩ error at η = 1 % (stage 6, 2026-12-07: 0.847
+    # the elastic input more than halves the ⟨11⟩ error at η = 1 % (stage 8, 2026-12-07: 0.841
     # against the reference's 0.661)
-    "coherent-2d-elastic": {("<10>", 0.0): 1.483, ("<10>", 0.006): 1.335, ("<10>", 0.01): 1.103,
-                            ("<11>", 0.0): 1.532, ("<11>", 0.006): 1.193, ("<11>", 0.01): 0.847},
+    "coherent-2d-elastic": {("<10>", 0.0): 1.511, ("<10>", 0.006): 1.351, ("<10>", 0.01): 1.107,
+                            ("<11>", 0.0): 1.562, ("<11>", 0.006): 1.206, ("<11>", 0.01): 0.841},
     "plain-3d": {("<100>", 0.0): 1.709, ("<111>", 0.0): 1.662},
     # growth per 5-τ frame (reference: 5.45, 4.59, 1.56, 4.35, 2.14, 0.124)
     "coherent-2d-coarse5": {("<10>", 0.0): 2.800, ("<10>", 0.006): 2.629, ("<10>", 0.01): 1.597,

@@ -4,15 +4,12 @@ Screenshots are kept in test-artifacts/ for people to look at.
 """
 
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from served import free_port, served_explorer, wait_for_page
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -52,18 +49,11 @@ def server(tmp_path_factory):
 
     from crane_viz.app.explorer import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = pn.serve({"explorer": create_app}, port=port, address="127.0.0.1", threaded=True,
                    show=False, websocket_origin=f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}/explorer"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            break
-        except OSError:
-            time.sleep(0.2)
+    wait_for_page(url, seconds=20, every=0.2)
     ARTIFACTS.mkdir(exist_ok=True)
     yield url
     srv.stop()
@@ -345,32 +335,17 @@ def test_pausing_a_playing_tab_and_closing_it_raises_nothing_on_the_server(brows
     events while a page is busy or closing); the plot flush it made there raised
     RuntimeError('_pending_writes should be non-None …') in `panel serve`'s log in 6 of 10 tries
     (not in the in-process test server, hence a served app here)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "panel", "serve", str(root / "apps" / "explorer.py"), "--port", str(port),
-           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/explorer"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url, timeout=30)
-                break
-            except OSError:
-                time.sleep(0.3)
+    with served_explorer() as served:
+        assert wait_for_page(served.url)
         for _ in range(5):
-            page, _ = open_page(browser, url + "?size=64")
+            page, _ = open_page(browser, served.url + "?size=64")
             page.click("text=Play")
             page.wait_for_timeout(2500)
             page.click("text=Pause")
             page.close()
             time.sleep(1.0)
         time.sleep(3)
-    finally:
-        proc.terminate()
-        log = proc.communicate(timeout=30)[0]
+    log = served.log
     assert "WebSocket connection closed" in log  # the log is the server's
     # (Tornado logs a WebSocketClosedError for writes to a closing socket; no traceback may pass our code)
     assert "_pending_writes" not in log and "crane_viz/" not in log

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from served import served_explorer, wait_for_page
 
 from crane_viz.live.controller import may_train
 
@@ -62,24 +63,8 @@ def test_serve_binds_loopback_unless_classroom(classroom):
 @pytest.mark.slow
 def test_the_thin_entry_point_serves_the_explorer():
     """`panel serve apps/explorer.py`, README's alternative start, builds the same page."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "panel", "serve", str(root / "apps" / "explorer.py"), "--port", str(port),
-           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        page, deadline = "", time.time() + 90
-        while time.time() < deadline and not page:
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=30).read().decode()
-            except OSError:
-                time.sleep(0.3)
-        assert "crane_viz — spinodal decomposition explorer" in page
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with served_explorer() as served:
+        assert "crane_viz — spinodal decomposition explorer" in wait_for_page(served.url)
 
 
 def test_only_the_app_package_imports_panel():

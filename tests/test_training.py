@@ -32,6 +32,18 @@ def data(tmp_path_factory):
     return generate(SPEC, tmp_path_factory.mktemp("d") / "data.h5")
 
 
+def uninterrupted_and_resumed(data, tmp_path, cfg):
+    """Training states after `cfg.epochs` epochs in one go ("full") and after 1 epoch then a resume."""
+    train(data, tmp_path / "full", cfg)
+    train(data, tmp_path / "part", TrainConfig(**{**cfg.to_dict(), "epochs": 1}))
+    state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    state["config"] = json.dumps(cfg.to_dict())
+    torch.save(state, tmp_path / "part" / "train_state.pt")
+    train(data, tmp_path / "part", cfg, resume=True)
+    return (torch.load(tmp_path / "full" / "train_state.pt", weights_only=True),
+            torch.load(tmp_path / "part" / "train_state.pt", weights_only=True))
+
+
 def test_dataset_layout(data):
     d = load_dataset(data)
     assert d.phi.shape == (6, 5, 16, 16) and d.attrs["preset"] == "coherent-2d"
@@ -325,14 +337,7 @@ def test_campaign_options_resume_exactly_and_keep_snapshots(data, tmp_path):
     cfg = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=5, window=3, first_window=0.5,
                       frame_weight="variance", rise_weight=10.0, ema=0.9, schedule="cosine",
                       snapshot_every=1)
-    train(data, tmp_path / "full", cfg)
-    train(data, tmp_path / "part", TrainConfig(**{**cfg.to_dict(), "epochs": 1}))
-    state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
-    state["config"] = json.dumps(cfg.to_dict())
-    torch.save(state, tmp_path / "part" / "train_state.pt")
-    train(data, tmp_path / "part", cfg, resume=True)
-    a = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    a, b = uninterrupted_and_resumed(data, tmp_path, cfg)
     for part in ("model", "ema"):
         for k in a[part]:
             torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-6)
@@ -547,14 +552,7 @@ def test_mix_data_adds_a_linear_regime_loss_and_resumes_exactly(data, tmp_path):
                    tmp_path / "small.h5")
     cfg = TrainConfig(model="tiny-2d", epochs=2, ramp=1, batch=3, seed=7, window=3, mix_data=str(mix),
                       mix_frames=3, mix_weight=2.0)
-    train(data, tmp_path / "full", cfg)
-    train(data, tmp_path / "part", TrainConfig(**{**cfg.to_dict(), "epochs": 1}))
-    state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
-    state["config"] = json.dumps(cfg.to_dict())
-    torch.save(state, tmp_path / "part" / "train_state.pt")
-    train(data, tmp_path / "part", cfg, resume=True)
-    a = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    a, b = uninterrupted_and_resumed(data, tmp_path, cfg)
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6)
     train(data, tmp_path / "plain", TrainConfig(**{**cfg.to_dict(), "mix_data": ""}))

@@ -15,7 +15,7 @@ from ..nn.model import REGISTRY, get_config
 from ..physics.presets import PRESETS, get_preset
 from ..settings import PAPER_MAX_MISFIT
 from .dataset import DatasetSpec
-from .loop import TrainConfig, check_stride
+from .loop import TrainConfig, check_mix, check_stride
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -105,12 +105,7 @@ class TrainJobSettings(TrainConfig):
             return
         preset, shape = dataset_header(self.mix_data, "--mix-data")
         trained = dataset_header(self.dataset, "--dataset")[0] if self.dataset else self.preset
-        if preset != trained:
-            raise InputError(f"--mix-data {self.mix_data} holds preset {preset!r}, but the training data "
-                             f"hold {trained!r}")
-        if shape[1] < self.mix_frames * self.frame_stride + 1:
-            raise InputError(f"--mix-data {self.mix_data} has {shape[1]} frames per sequence; --mix-frames "
-                             f"{self.mix_frames} needs {self.mix_frames * self.frame_stride + 1}")
+        check_mix(self, preset, shape[1], trained)
 
     def dataset_spec(self) -> DatasetSpec:
         return DatasetSpec(preset=self.preset, sequences=self.sequences, frames=self.frames, size=self.size,

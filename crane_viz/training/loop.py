@@ -272,16 +272,15 @@ def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, pre
 
 def pixel_mask(batch: int, frames: int, horizon: int, first_frame: int, like: torch.Tensor,
                known: int | None = None) -> torch.Tensor:
-    """(B·T',) 1 for predicted frames first_frame … of the window up to `horizon` (0: all) that
-    have a reference (frame index < `known`; None: all), else 0."""
+    """(B·T',) 1 for predicted frames first_frame … of the window up to `horizon` (0: all and
+    None: every frame) and before `known` (the frames with a reference; None: all), else 0."""
     index = torch.arange(first_frame, first_frame + frames, device=like.device)
-    keep = (index <= horizon) if horizon > 0 else torch.ones_like(index, dtype=torch.bool)
-    return (keep & referenced(index, known)).to(like.dtype).repeat(batch)
-
-
-def referenced(index: torch.Tensor, known: int | None) -> torch.Tensor:
-    """Which window frames `index` have a reference: those before `known` (None: all)."""
-    return torch.ones_like(index, dtype=torch.bool) if known is None else index < known
+    keep = torch.ones_like(index, dtype=torch.bool)
+    if horizon:
+        keep &= index <= horizon
+    if known is not None:
+        keep &= index < known
+    return keep.to(like.dtype).repeat(batch)
 
 
 def composite_loss(pred: torch.Tensor, seq: torch.Tensor, eta: torch.Tensor, preset,
@@ -299,9 +298,8 @@ def composite_loss(pred: torch.Tensor, seq: torch.Tensor, eta: torch.Tensor, pre
     flat_p, flat_t = pred.flatten(0, 1), seq[:, 1:].flatten(0, 1)
     eta_t = eta.repeat_interleave(pred.shape[1])
     weight = frame_weights(flat_t, cfg.frame_weight, seq[:, :-1].flatten(0, 1))
-    pixel = pixel_mask(pred.shape[0], pred.shape[1], cfg.pixel_horizon, first_frame, flat_p, known)
-    index = torch.arange(first_frame, first_frame + pred.shape[1], device=pred.device)
-    weight = weight * referenced(index, known).to(weight.dtype).repeat(pred.shape[0])
+    weight = weight * pixel_mask(pred.shape[0], pred.shape[1], 0, first_frame, flat_p, known)
+    pixel = pixel_mask(pred.shape[0], pred.shape[1], cfg.pixel_horizon, first_frame, flat_p)
     l_phi = ((flat_p - flat_t) ** 2).flatten(1).mean(1)
     l_grad = ((grad_sq_fd(flat_p, dim) - grad_sq_fd(flat_t, dim)) ** 2).flatten(1).mean(1)
     l_f = (free_energy_density(flat_p, eta_t, preset, dim)
@@ -514,20 +512,26 @@ def coarsened(data: Dataset, cfg: TrainConfig) -> None:
         data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
 
 
+def check_mix(cfg: TrainConfig, mix_preset: str, mix_frames: int, trained_preset: str) -> None:
+    """InputError unless --mix-data (of `mix_preset`, `mix_frames` stored frames per sequence)
+    holds the training data's preset and the frames --mix-frames needs at --frame-stride."""
+    if mix_preset != trained_preset:
+        raise InputError(f"--mix-data {cfg.mix_data} holds preset {mix_preset!r}, but the training "
+                         f"data hold {trained_preset!r}")
+    needed = cfg.mix_frames * cfg.frame_stride + 1
+    if mix_frames < needed:
+        raise InputError(f"--mix-data {cfg.mix_data} has {mix_frames} frames per sequence; "
+                         f"--mix-frames {cfg.mix_frames} needs {needed}")
+
+
 def mix_dataset(cfg: TrainConfig, preset) -> Dataset | None:
     """The --mix-data dataset cut to its first --mix-frames + 1 frames at the model's stride and
     grid, or None; it must hold the training data's preset."""
     if not cfg.mix_data:
         return None
     mix = load_dataset(cfg.mix_data)
-    if mix.preset.name != preset.name:
-        raise InputError(f"--mix-data {cfg.mix_data} holds preset {mix.preset.name!r}, but the training "
-                         f"data hold {preset.name!r}")
-    needed = cfg.mix_frames * cfg.frame_stride + 1
-    if mix.phi.shape[1] < needed:
-        raise InputError(f"--mix-data {cfg.mix_data} has {mix.phi.shape[1]} frames per sequence; "
-                         f"--mix-frames {cfg.mix_frames} needs {needed}")
-    mix.phi, _ = strided(mix.phi[:, :needed], mix.preset, cfg.frame_stride)
+    check_mix(cfg, mix.preset.name, mix.phi.shape[1], preset.name)
+    mix.phi, _ = strided(mix.phi[:, :cfg.mix_frames * cfg.frame_stride + 1], mix.preset, cfg.frame_stride)
     coarsened(mix, cfg)
     return mix
 

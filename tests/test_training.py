@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import signal
 
 import h5py
 import numpy as np
@@ -121,6 +123,35 @@ def test_resume_is_exact(data, tmp_path):
     b = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_an_interrupt_inside_an_epoch_saves_there_and_resumes_exactly(data, tmp_path):
+    """SIGINT after the first batch of epoch 1 saves the state there (the finished epoch count stays
+    0); the resume runs the epoch's remaining batches, not all of them again, and ends with the
+    weights, averaged weights and logged losses of an uninterrupted run."""
+    cfg = TrainConfig(**{**CFG.to_dict(), "batch": 2, "ema": 0.9, "noise": 0.01})
+    train(data, tmp_path / "full", cfg)
+    batches = []
+
+    def interrupt_once(i, n):
+        batches.append(i)
+        if len(batches) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+    record = train(data, tmp_path / "part", cfg, on_batch=interrupt_once)
+    assert record["interrupted"] and record["epoch"] == 0 and record["batches"] == 1 and record["of"] > 1
+    state = torch.load(tmp_path / "part" / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["unfinished"]["done"] == 2
+    batches.clear()
+    train(data, tmp_path / "part", cfg, resume=True, on_batch=lambda i, n: batches.append(i))
+    assert batches[0] == 2  # epoch 1 went on with its second batch
+    a, b = (torch.load(tmp_path / run / "train_state.pt", weights_only=True) for run in ("full", "part"))
+    assert "unfinished" not in b
+    for part in ("model", "ema"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-6)
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("full", "part")]
+    assert [r["train_loss"] for r in logs[0]] == pytest.approx([r["train_loss"] for r in logs[1]], rel=1e-5)
 
 
 def test_generate_resumes_and_keeps_finished_sequences(tmp_path):

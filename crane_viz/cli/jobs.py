@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
     r = sub.add_parser("train-job", help="run one training job folder (what `jobs start` launches)")
     r.add_argument("folder", help="job folder holding job.json")
-    r.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
+    r.add_argument("--resume", action="store_true", help="continue where the job stopped")
     r.set_defaults(func=lambda args: run_job(args.folder, resume=args.resume))
 
 

@@ -35,8 +35,8 @@ def main(args: argparse.Namespace) -> int:
                    device=resolve_device(args.device), on_epoch=on_epoch)
     bar.close()
     if record.get("interrupted"):
-        print(f"interrupted in epoch {record['epoch'] + 1}; state of the last finished epoch kept "
-              f"in {args.out}; continue with --resume")
+        print(f"interrupted in epoch {record['epoch'] + 1} after batch {record['batches']} of {record['of']}; "
+              f"its state is saved in {args.out}; continue with --resume")
         return 130
     print(f"done: {args.out}/best (epoch {record.get('epoch')}, val loss {record.get('val_loss')})")
     return 0

@@ -258,7 +258,8 @@ class Project:
         return Job(folder)
 
     def resume(self, job_id: str) -> Job:
-        """Relaunch a cancelled or failed job; training continues from its last finished epoch."""
+        """Relaunch a cancelled or failed job; training continues where it stopped (a failed job:
+        from its last finished epoch)."""
         job = self.job(job_id)
         with self._locked():
             self._refuse_if_busy()

@@ -9,7 +9,8 @@ given true frames as well as the free rollout, so the early growth stage is lear
 epoch (a loss on the free frames only left the model at "nothing changes": at the start of the
 curriculum those are the last, nearly static frames). All randomness (split, shuffling,
 augmentation, noise) comes from one torch.Generator whose state is saved with the optimizer at
-the end of every epoch, so an interrupted run resumes exactly.
+the end of every epoch and, on SIGINT/SIGTERM, after the batch that was running (with the epoch's
+shuffled order and its losses so far), so an interrupted run resumes exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -373,7 +374,7 @@ def preview_rollout(model, data: Dataset, index: int, device) -> tuple[torch.Ten
 
 
 class Interrupt:
-    """SIGINT/SIGTERM set a flag; training stops after the current batch and keeps the last epoch."""
+    """SIGINT/SIGTERM set a flag; training stops after the current batch and saves its state there."""
 
     def __init__(self):
         self.requested = False
@@ -465,14 +466,41 @@ def read_state(path: Path, flag: str) -> dict:
     return state
 
 
-def save_state(out: Path, model, averaged, opt, gen, epoch: int, best: float, cfg: TrainConfig) -> None:
-    """Everything a resume needs, written atomically; loads with weights_only=True."""
+def save_state(out: Path, model, averaged, opt, gen, epoch: int, best: float, cfg: TrainConfig,
+               unfinished: dict | None = None) -> None:
+    """Everything a resume needs, written atomically; loads with weights_only=True. `epoch` counts
+    finished epochs; `unfinished` (from `EpochProgress.saved`) is the next one's progress when a
+    run stops inside it, so a resume does not redo its batches (a 3D epoch can take an hour)."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
              "epoch": epoch, "best": best, "config": json.dumps(cfg.to_dict())}
     if averaged is not model:
         state["ema"] = averaged.state_dict()
+    if unfinished is not None:
+        state["unfinished"] = unfinished
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
+
+
+@dataclass
+class EpochProgress:
+    """One epoch's shuffled batch order, the batches done and their losses: what a run interrupted
+    inside the epoch saves, so that its resume continues with the next batch of the same order."""
+
+    order: list[int]
+    done: int = 0
+    losses: list[float] = field(default_factory=list)
+    mix_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @classmethod
+    def start(cls, train_idx: list[int], gen: torch.Generator, unfinished: dict | None) -> "EpochProgress":
+        """The saved progress of an interrupted epoch, or a fresh shuffle of the training sequences."""
+        if unfinished is not None:
+            return cls(**unfinished)
+        return cls([train_idx[i] for i in torch.randperm(len(train_idx), generator=gen).tolist()])
+
+    def saved(self) -> dict:
+        return asdict(self)
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -559,8 +587,9 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     """Train (or resume) into the run folder `out`; returns the last epoch's log record.
 
     The run folder holds `best/` (checkpoint with the lowest validation loss, or of the latest
-    epoch with keep="last", for when long-rollout validation losses do not rank stability), `train_state.pt`
-    (last finished epoch) and `log.jsonl` (one record per epoch). Every `preview_every` epochs
+    epoch with keep="last", for when long-rollout validation losses do not rank stability),
+    `train_state.pt` (last finished epoch, or the batch where an interrupt stopped it) and
+    `log.jsonl` (one record per epoch). Every `preview_every` epochs
     (and after the last) `on_preview(epoch, truth, prediction)` receives the free rollout of the
     first validation sequence.
     """
@@ -588,7 +617,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_idx, val_idx = split(data.phi.shape[0], cfg.val_fraction, gen)
-    start, best = 0, math.inf
+    start, best, unfinished = 0, math.inf, None
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         if not (out / STATE_FILE).is_file():
@@ -602,7 +631,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
             averaged.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
-        start, best = state["epoch"], state["best"]
+        start, best, unfinished = state["epoch"], state["best"], state.get("unfinished")
     elif (out / STATE_FILE).exists():
         raise InputError(f"{out} already holds a training run; use --resume or another --out")
     frames = data.phi.shape[1] if cfg.window <= 1 else min(cfg.window, data.phi.shape[1])
@@ -610,14 +639,14 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     record: dict = {}
     with Interrupt() as stop:
         for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
             given = curriculum_horizon(epoch, cfg.ramp, frames)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, epoch)
             model.train()
-            order = [train_idx[i] for i in torch.randperm(len(train_idx), generator=gen).tolist()]
-            losses, mix_losses = [], []
-            for b0 in range(0, len(order), cfg.batch):
+            progress, unfinished = EpochProgress.start(train_idx, gen, unfinished), None
+            order, losses, mix_losses = progress.order, progress.losses, progress.mix_losses
+            t0 = time.perf_counter() - progress.seconds
+            for b0 in range(progress.done, len(order), cfg.batch):
                 b = order[b0:b0 + cfg.batch]
                 length = window_length(cfg, gen)
                 seq = window_of(data.phi[b], min(length, data.phi.shape[1]), gen, cfg.first_window)
@@ -648,7 +677,10 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                 if on_batch:
                     on_batch(b0 // cfg.batch + 1, math.ceil(len(order) / cfg.batch))
                 if stop.requested:
-                    return {"interrupted": True, "epoch": epoch}
+                    progress.done, progress.seconds = b0 + len(b), time.perf_counter() - t0
+                    save_state(out, model, averaged, opt, gen, epoch, best, cfg, progress.saved())
+                    return {"interrupted": True, "epoch": epoch, "batches": math.ceil(progress.done / cfg.batch),
+                            "of": math.ceil(len(order) / cfg.batch)}
             averaged.eval()
             val = validation_loss(averaged, data, val_idx, preset, cfg, device)
             seconds = time.perf_counter() - t0

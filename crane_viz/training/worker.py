@@ -43,17 +43,17 @@ def run_job(folder: str | Path, resume: bool = False) -> int:
         if not data.is_file():
             _generate(settings, data, report, stop)
         if stop.is_set():
-            raise Cancelled("cancelled; resume continues from the last finished epoch")
+            raise Cancelled("cancelled; resume continues where it stopped")
         record = _train(job, settings, data, report, resume)
         if record.get("interrupted") or stop.is_set():
-            raise Cancelled("cancelled; resume continues from the last finished epoch")
+            raise Cancelled("cancelled; resume continues where it stopped")
         report.update(phase="publishing")
         target = publish(job, settings, Project(job.folder.parents[1]).checkpoints)
         report.update(state="finished", phase="done", checkpoint=str(target), finished=_now())
         return 0
     except Cancelled:
         report.update(state="cancelled", phase="stopped", finished=_now())
-        print("cancelled; resume continues from the last finished epoch", flush=True)
+        print("cancelled; resume continues where it stopped", flush=True)
         return 130
     except Exception as exc:  # the job must report every failure before it exits
         traceback.print_exc()
@@ -75,7 +75,7 @@ def _generate(settings: TrainJobSettings, data: Path, report: Reporter, stop: th
         report.update(force=done == total, generated=done, sequences=total,
                       eta_s=elapsed / done * (total - done) if done else None)
         if stop.is_set():
-            raise Cancelled("cancelled; resume continues from the last finished epoch")
+            raise Cancelled("cancelled; resume continues where it stopped")
     generate(spec, data, progress=progress, device=resolve_device("auto"))
     report.update(generate_s=time.monotonic() - started)
     print(f"dataset {data}: {spec.sequences} sequences × {spec.frames} frames of {spec.size}", flush=True)

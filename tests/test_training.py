@@ -538,6 +538,11 @@ def test_random_pushforward_depth_draws_every_window_length_and_trains(data, tmp
     assert set(lengths) == {3, 4, 5, 6}
     assert all(abs(lengths.count(n) / 400 - 0.25) < 0.08 for n in (3, 4, 5, 6))
     assert window_length(TrainConfig(model="tiny-2d", window=6, pushforward=2), gen) == 6
+    log = TrainConfig(model="tiny-2d", window=500, pushforward=30, pushforward_depth="log")
+    lengths = np.array([window_length(log, gen) for _ in range(4000)])
+    assert lengths.min() >= 31 and lengths.max() <= 500
+    # log-uniform on [31, 501): P(length <= 130) = ln(131/31) / ln(501/31) = 0.52 (uniform: 0.21)
+    assert abs((lengths <= 130).mean() - math.log(131 / 31) / math.log(501 / 31)) < 0.03
     record = train(data, tmp_path / "pfr", TrainConfig(model="tiny-2d", epochs=1, batch=3, window=4,
                                                        pushforward=1, pushforward_depth="random"))
     assert math.isfinite(record["val_loss"])

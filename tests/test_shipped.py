@@ -4,7 +4,7 @@ Per case, the MAE after `frames` frames (on the model grid) must stay under a st
 MAE measured when the checkpoint was shipped, plus 25 % (so a changed stencil, solver, loader or
 initial condition fails). Over all cases, the surrogate must also be closer to the reference than
 a stated fraction of the "nothing happens" baseline (φ₀ against the reference): half (measured
-ratios: 3D 0.34 since the 2026-12-06 plain-3d, whose predecessor's 0.63 needed three quarters).
+ratios: 3D 0.34–0.35 since the 2026-12-06 plain-3d, whose predecessor's 0.63 needed three quarters).
 """
 
 from pathlib import Path
@@ -22,11 +22,11 @@ from crane_viz.physics.initial import as_batch, perlin_field
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 # name: (reference grid, frames, Perlin amplitude and cells, [(mean, eta, seed, MAE bound)], baseline fraction)
 # bounds: measured with this file's cases (coherent-2d 2026-11-25: 0.152, 0.041; coherent-2d-elastic
-# 2026-12-07, stage 8: 0.0228, 0.0285; plain-3d 2026-12-06, stage 7: 0.131, 0.102), × 1.25
+# 2026-12-07, stage 8: 0.0228, 0.0285; plain-3d 2026-12-07, stage 8: 0.1384, 0.1058), × 1.25
 CASES = {
     "coherent-2d": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.19), (0.42, 0.002, 12, 0.051)], 0.5),
     "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.028), (0.42, 0.002, 12, 0.036)], 0.5),
-    "plain-3d": (16, 20, (0.1, 4), [(0.5, 0.0, 21, 0.164), (0.42, 0.0, 22, 0.128)], 0.5),
+    "plain-3d": (16, 20, (0.1, 4), [(0.5, 0.0, 21, 0.173), (0.42, 0.0, 22, 0.132)], 0.5),
     # 20 frames of 5 τ = the 100 τ of the sweeps it is made for (2026-12-06: 0.0522, 0.1619, × 1.25)
     "coherent-2d-coarse5": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.065), (0.42, 0.002, 12, 0.202)], 0.5),
 }
@@ -74,7 +74,7 @@ def test_run_with_the_shipped_2d_checkpoint_writes_the_documented_file(tmp_path,
 
 # single-mode growth per frame (evaluation.linear_response, 64² / 32³ at ⟨φ⟩ = 0.5, amplitude 1e-3),
 # measured when these checkpoints were evaluated in the papers' protocol (2D 2026-11-25, 3D
-# 2026-12-06). They are far from the reference's σ(k, n, η) (coherent-2d grows ⟨11⟩ at η = 1 % by
+# 2026-12-07). They are far from the reference's σ(k, n, η) (coherent-2d grows ⟨11⟩ at η = 1 % by
 # 1.072 where the reference damps it to 0.661; plain-3d grows both modes by ≈ 1.67 where FD gives
 # 2.9–3.4, its predecessor by ≈ 1.15): reaching the reference is issue #13's work.
 # This test keeps a change of loader, stencil or conditioning from
@@ -86,7 +86,7 @@ GROWTH = {
     # against the reference's 0.661)
     "coherent-2d-elastic": {("<10>", 0.0): 1.511, ("<10>", 0.006): 1.351, ("<10>", 0.01): 1.107,
                             ("<11>", 0.0): 1.562, ("<11>", 0.006): 1.206, ("<11>", 0.01): 0.841},
-    "plain-3d": {("<100>", 0.0): 1.709, ("<111>", 0.0): 1.662},
+    "plain-3d": {("<100>", 0.0): 1.672, ("<111>", 0.0): 1.633},
     # growth per 5-τ frame (reference: 5.45, 4.59, 1.56, 4.35, 2.14, 0.124)
     "coherent-2d-coarse5": {("<10>", 0.0): 2.800, ("<10>", 0.006): 2.629, ("<10>", 0.01): 1.597,
                             ("<11>", 0.0): 2.934, ("<11>", 0.006): 1.740, ("<11>", 0.01): 2.203},

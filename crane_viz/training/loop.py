@@ -279,8 +279,8 @@ def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, pre
 
 def pixel_mask(batch: int, frames: int, horizon: int, first_frame: int, like: torch.Tensor,
                known: int | None = None) -> torch.Tensor:
-    """(B·T',) 1 for predicted frames first_frame … of the window up to `horizon` (0: all and
-    None: every frame) and before `known` (the frames with a reference; None: all), else 0."""
+    """(B·T',) 1 for predicted frames first_frame … of the window up to `horizon` (0: no limit)
+    and before `known` (the frames with a reference; None: all), else 0."""
     index = torch.arange(first_frame, first_frame + frames, device=like.device)
     keep = torch.ones_like(index, dtype=torch.bool)
     if horizon:
@@ -475,7 +475,7 @@ def read_state(path: Path, flag: str) -> dict:
 def save_state(out: Path, model, averaged, opt, gen, epoch: int, best: float, cfg: TrainConfig,
                unfinished: dict | None = None) -> None:
     """Everything a resume needs, written atomically; loads with weights_only=True. `epoch` counts
-    finished epochs; `unfinished` (from `EpochProgress.saved`) is the next one's progress when a
+    finished epochs; `unfinished` (an `EpochProgress` as a dict) is the next one's progress when a
     run stops inside it, so a resume does not redo its batches (a 3D epoch can take an hour)."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
              "epoch": epoch, "best": best, "config": json.dumps(cfg.to_dict())}
@@ -504,9 +504,6 @@ class EpochProgress:
         if unfinished is not None:
             return cls(**unfinished)
         return cls([train_idx[i] for i in torch.randperm(len(train_idx), generator=gen).tolist()])
-
-    def saved(self) -> dict:
-        return asdict(self)
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -546,9 +543,9 @@ def coarsened(data: Dataset, cfg: TrainConfig) -> None:
         data.phi = downsample(data.phi.flatten(0, 1), cfg.grid_scale).unflatten(0, data.phi.shape[:2])
 
 
-def check_mix(cfg: TrainConfig, mix_preset: str, mix_frames: int, trained_preset: str) -> None:
-    """InputError unless --mix-data (of `mix_preset`, `mix_frames` stored frames per sequence)
-    holds the training data's preset and the frames --mix-frames needs at --frame-stride."""
+def check_mix(cfg: TrainConfig, mix_preset: str, mix_frames: int, trained_preset: str) -> int:
+    """The stored frames --mix-frames needs at --frame-stride; InputError unless --mix-data (of
+    `mix_preset`, `mix_frames` stored frames per sequence) holds them and the training data's preset."""
     if mix_preset != trained_preset:
         raise InputError(f"--mix-data {cfg.mix_data} holds preset {mix_preset!r}, but the training "
                          f"data hold {trained_preset!r}")
@@ -556,6 +553,7 @@ def check_mix(cfg: TrainConfig, mix_preset: str, mix_frames: int, trained_preset
     if mix_frames < needed:
         raise InputError(f"--mix-data {cfg.mix_data} has {mix_frames} frames per sequence; "
                          f"--mix-frames {cfg.mix_frames} needs {needed}")
+    return needed
 
 
 def mix_dataset(cfg: TrainConfig, preset) -> Dataset | None:
@@ -564,8 +562,8 @@ def mix_dataset(cfg: TrainConfig, preset) -> Dataset | None:
     if not cfg.mix_data:
         return None
     mix = load_dataset(cfg.mix_data)
-    check_mix(cfg, mix.preset.name, mix.phi.shape[1], preset.name)
-    mix.phi, _ = strided(mix.phi[:, :cfg.mix_frames * cfg.frame_stride + 1], mix.preset, cfg.frame_stride)
+    needed = check_mix(cfg, mix.preset.name, mix.phi.shape[1], preset.name)
+    mix.phi, _ = strided(mix.phi[:, :needed], mix.preset, cfg.frame_stride)
     coarsened(mix, cfg)
     return mix
 
@@ -684,7 +682,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
                     on_batch(b0 // cfg.batch + 1, math.ceil(len(order) / cfg.batch))
                 if stop.requested:
                     progress.done, progress.seconds = b0 + len(b), time.perf_counter() - t0
-                    save_state(out, model, averaged, opt, gen, epoch, best, cfg, progress.saved())
+                    save_state(out, model, averaged, opt, gen, epoch, best, cfg, asdict(progress))
                     return {"interrupted": True, "epoch": epoch, "batches": math.ceil(progress.done / cfg.batch),
                             "of": math.ceil(len(order) / cfg.batch)}
             averaged.eval()

@@ -123,6 +123,27 @@ def test_chemical_feature_is_the_fd_chemical_potential_of_a_single_mode():
     assert chemical.cells[0].x_cand[0].weight.shape[1] == 2  # φ and μ
 
 
+def test_half_resolution_chemical_feature_is_the_fine_fields_chemical_potential():
+    """small-3d-chemical-half sees fields average-pooled by 2 (--grid-scale 2); its μ channel must
+    be the solver's μ of the fine field, pooled the same way. On ½ + 10⁻³ cos(2π·2x/32) the two
+    differ only by the Laplacian symbols of the two grids (0.3 %); without the spacing (ε∇² of the
+    coarse grid taken as the fine one's) they differ by 23 %."""
+    from crane_viz.engines.surrogate import downsample
+    from crane_viz.nn.model import chemical_feature
+
+    half = get_config("small-3d-chemical-half")
+    assert CRNNConfig.from_dict(half.to_dict()) == half and "spacing" not in get_config("small-3d-chemical").to_dict()
+    n = 32
+    x = torch.arange(n, dtype=torch.float64).reshape(1, 1, n)
+    phi = (0.5 + 1e-3 * torch.cos(2 * torch.pi * 2 * x / n)).expand(1, n, n, n)
+    fine = downsample(chemical_feature(phi, half.interface_width), 2)
+    for spacing, low, high in ((half.spacing, 0, 0.01), (1, 0.2, 0.3)):
+        coarse = chemical_feature(downsample(phi, 2), half.interface_width, spacing)
+        assert low <= float((coarse - fine).abs().max() / fine.abs().max()) <= high
+    with pytest.raises(ValueError, match="spacing"):
+        CRNNConfig(dim=3, head="flux", spacing=2)
+
+
 @pytest.mark.parametrize("wave, direction", [((3, 0), "<10>"), ((0, 3), "<01>"), ((3, 3), "<11>")])
 def test_elastic_feature_is_the_elastic_potential_of_a_single_mode(wave, direction):
     """On θ = a cos(k·x) the elastic potential is η² trB(k/|k|) θ (physics.md §2): the feature

@@ -53,6 +53,7 @@ class CRNNConfig:
     features: tuple = ()  # physics input channels recomputed from φ every step, among FEATURES
     elastic: tuple = ()  # (C11, C12, C44) of the "elastic" feature
     interface_width: float = 0.0  # ε of the "chemical" feature
+    spacing: int = 1  # model grid spacing in the preset's units (its --grid-scale) for the "chemical" feature
 
     def __post_init__(self):
         if self.dim not in (2, 3):
@@ -73,6 +74,9 @@ class CRNNConfig:
             raise ValueError("the elastic feature needs the misfit condition and (C11, C12, C44)")
         if ("chemical" in self.features) != (self.interface_width > 0):
             raise ValueError("the chemical feature needs an interface width ε > 0, and only it has one")
+        if self.spacing not in (1, 2, 4) or (self.spacing != 1 and "chemical" not in self.features):
+            raise ValueError(f"spacing must be 1, 2 or 4, and other than 1 only with the chemical "
+                             f"feature, not {self.spacing!r}")
 
     def to_dict(self) -> dict:
         """Plain-JSON description (stored in checkpoint config.json)."""
@@ -83,6 +87,8 @@ class CRNNConfig:
             del d["features"], d["elastic"]
         if not self.interface_width:
             del d["interface_width"]
+        if self.spacing == 1:
+            del d["spacing"]
         return d
 
     @classmethod
@@ -97,6 +103,7 @@ class CRNNConfig:
         d["features"] = tuple(d.get("features", ()))
         d["elastic"] = tuple(float(c) for c in d.get("elastic", ()))
         d["interface_width"] = float(d.get("interface_width", 0.0))
+        d["spacing"] = int(d.get("spacing", 1))
         return cls(**d)
 
 
@@ -119,6 +126,10 @@ REGISTRY: dict[str, CRNNConfig] = {
     # small-3d plus the plain-3d preset's chemical potential as an input channel
     "small-3d-chemical": CRNNConfig(dim=3, channels=8, kernel=3, head="flux", features=("chemical",),
                                     interface_width=get_preset("plain-3d").interface_width),
+    # the same on the 3D paper's half-resolution grid (--grid-scale 2): its μ channel divides the
+    # model grid's Laplacian by spacing² = 4, so it is the solver's μ of the fine field
+    "small-3d-chemical-half": CRNNConfig(dim=3, channels=8, kernel=3, head="flux", features=("chemical",),
+                                         interface_width=get_preset("plain-3d").interface_width, spacing=2),
     # for tests
     "tiny-2d": CRNNConfig(dim=2, channels=4, kernel=3, head="potential", **_MISFIT),
     "tiny-3d": CRNNConfig(dim=3, channels=4, kernel=3, head="flux"),
@@ -295,10 +306,11 @@ def elastic_feature(phi: torch.Tensor, misfit: torch.Tensor, constants: tuple) -
     return mu.to(phi.dtype)
 
 
-def chemical_feature(phi: torch.Tensor, eps: float) -> torch.Tensor:
-    """μ = w'(φ) − ε∇²_h φ, computed in float32 outside autocast like `elastic_feature`."""
+def chemical_feature(phi: torch.Tensor, eps: float, spacing: int = 1) -> torch.Tensor:
+    """μ = w'(φ) − ε∇²φ with the (2d+1)-point Laplacian of a grid `spacing` preset units apart,
+    computed in float32 outside autocast like `elastic_feature`."""
     with torch.autocast(phi.device.type, enabled=False):
-        mu = chemical_potential_fd(phi.float(), eps, phi.ndim - 1)
+        mu = chemical_potential_fd(phi.float(), eps, phi.ndim - 1, spacing)
     return mu.to(phi.dtype)
 
 
@@ -344,7 +356,8 @@ class CRNN(nn.Module):
                 misfit = conditions[:, self.config.conditions.index("misfit")]
                 channels.append(elastic_feature(phi, misfit, self.config.elastic).unsqueeze(1))
             else:
-                channels.append(chemical_feature(phi, self.config.interface_width).unsqueeze(1))
+                channels.append(chemical_feature(phi, self.config.interface_width,
+                                                 self.config.spacing).unsqueeze(1))
         return torch.cat(channels, dim=1) if len(channels) > 1 else channels[0]
 
     def forward(self, phi: torch.Tensor, hidden: tuple | None = None,

@@ -71,10 +71,10 @@ def periodic_laplacian(phi: torch.Tensor, dim: int, out: torch.Tensor | None = N
     return out
 
 
-def chemical_potential_fd(phi: torch.Tensor, eps: float, dim: int) -> torch.Tensor:
-    """μ = w'(φ) − ε∇²_h φ with the (2d+1)-point Laplacian: the FD solver's chemical potential
-    (without elasticity), and the 3D model's "chemical" input feature."""
-    return dw(phi, eps) - eps * periodic_laplacian(phi, dim)
+def chemical_potential_fd(phi: torch.Tensor, eps: float, dim: int, spacing: float = 1.0) -> torch.Tensor:
+    """μ = w'(φ) − ε∇²_h φ with the (2d+1)-point Laplacian on a grid `spacing` apart: the FD
+    solver's chemical potential (without elasticity), and the 3D model's "chemical" input feature."""
+    return dw(phi, eps) - (eps / spacing ** 2) * periodic_laplacian(phi, dim)
 
 
 def grad_sq_fd(phi: torch.Tensor, dim: int) -> torch.Tensor:

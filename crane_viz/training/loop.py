@@ -260,20 +260,23 @@ def frame_weights(target: torch.Tensor, how: str, previous: torch.Tensor | None 
     return weight / weight.mean()
 
 
-def model_energy(phi: torch.Tensor, eta: torch.Tensor, preset) -> torch.Tensor:
-    """F/V of (B, *grid) fields, (B,) η, with the forward-difference gradient (differentiable)."""
-    return free_energy(phi, preset, eta, gradient="fd")["total"]
+def model_energy(phi: torch.Tensor, eta: torch.Tensor, preset, spacing: int = 1) -> torch.Tensor:
+    """F/V of (B, *grid) fields, (B,) η, with the forward-difference gradient (differentiable) on a
+    grid of `spacing` preset units (--grid-scale)."""
+    return free_energy(phi, preset, eta, gradient="fd", spacing=spacing)["total"]
 
 
-def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, preset) -> torch.Tensor:
+def energy_rise(inputs: torch.Tensor, pred: torch.Tensor, eta: torch.Tensor, preset,
+                spacing: int = 1) -> torch.Tensor:
     """Mean of max(0, F(model output) − F(model input)) / F(input) over all steps.
 
     Cahn–Hilliard flow never raises the free energy, so every rise is the model's own error; the
-    reference data need not be consulted.
+    reference data need not be consulted. `spacing` is the model grid's (--grid-scale): on a
+    coarser grid the gradient term would otherwise count spacing² times too much.
     """
     eta_t = eta.repeat_interleave(pred.shape[1])
-    f_in = model_energy(inputs.flatten(0, 1), eta_t, preset)
-    f_out = model_energy(pred.flatten(0, 1), eta_t, preset)
+    f_in = model_energy(inputs.flatten(0, 1), eta_t, preset, spacing)
+    f_out = model_energy(pred.flatten(0, 1), eta_t, preset, spacing)
     return torch.relu((f_out - f_in) / f_in.detach().abs().clamp_min(1e-6)).mean()
 
 
@@ -313,7 +316,7 @@ def composite_loss(pred: torch.Tensor, seq: torch.Tensor, eta: torch.Tensor, pre
            - free_energy_density(flat_t, eta_t, preset, dim)) ** 2
     loss = (weight * (pixel * (l_phi + cfg.grad_weight * l_grad) + cfg.energy_weight * l_f)).mean()
     if cfg.rise_weight > 0 and inputs is not None:
-        loss = loss + cfg.rise_weight * energy_rise(inputs, pred, eta, preset)
+        loss = loss + cfg.rise_weight * energy_rise(inputs, pred, eta, preset, cfg.grid_scale)
     return loss
 
 
@@ -537,6 +540,21 @@ def provenance_of(data: Dataset) -> dict:
             "settings": data.attrs.get("settings")}
 
 
+def check_model_grid(model_cfg, cfg: TrainConfig, preset) -> None:
+    """InputError unless the model fits the data: its dimension, and for a "chemical" feature the
+    preset's ε on a model grid --grid-scale points apart, so its μ channel is the solver's."""
+    if model_cfg.dim != preset.dim:
+        raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
+    if "chemical" in model_cfg.features and (model_cfg.spacing, model_cfg.interface_width) != \
+            (cfg.grid_scale, preset.interface_width):
+        fits = [n for n, c in REGISTRY.items() if "chemical" in c.features and c.dim == preset.dim
+                and (c.spacing, c.interface_width) == (cfg.grid_scale, preset.interface_width)]
+        raise InputError(f"model {cfg.model!r} computes μ with ε = {model_cfg.interface_width:g} on a grid "
+                         f"spacing {model_cfg.spacing}, but the {preset.name} data at --grid-scale "
+                         f"{cfg.grid_scale} need ε = {preset.interface_width:g} and spacing {cfg.grid_scale}; "
+                         f"use {' or '.join(fits) or 'a model without the chemical feature'}")
+
+
 def coarsened(data: Dataset, cfg: TrainConfig) -> None:
     """Average-pool the dataset's fields by --grid-scale in place (the model's grid)."""
     if cfg.grid_scale > 1:
@@ -611,8 +629,7 @@ def train(data_path: str | Path, out: str | Path, cfg: TrainConfig, *, name: str
     if mix is not None:
         provenance["mix"] = provenance_of(mix)
     model_cfg = get_config(cfg.model)
-    if model_cfg.dim != preset.dim:
-        raise InputError(f"model {cfg.model!r} is {model_cfg.dim}D but the dataset is {preset.dim}D")
+    check_model_grid(model_cfg, cfg, preset)
     torch.manual_seed(cfg.seed)
     model = CRNN(model_cfg).to(device)
     if cfg.init:

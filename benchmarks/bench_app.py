@@ -34,7 +34,11 @@ CASES = {"2d": [("2D 128², surrogate alone", DEFAULT_CHECKPOINT, 128, "none"),
          "3d": [("3D 32³, with FD reference", "plain-3d", 32, "fd"),
                 ("3D 32³, surrogate alone", "plain-3d", 32, "none"),
                 ("3D 64³, with FD reference", "plain-3d", 64, "fd"),
-                ("3D 64³, surrogate alone", "plain-3d", 64, "none")]}
+                ("3D 64³, surrogate alone", "plain-3d", 64, "none"),
+                # the half-resolution model (its grid 32³ at 64³, 48³ at 96³, the explorer's 3D cap)
+                ("3D 64³, half-resolution model, with FD reference", "plain-3d-half", 64, "fd"),
+                ("3D 64³, half-resolution model alone", "plain-3d-half", 64, "none"),
+                ("3D 96³, half-resolution model alone", "plain-3d-half", 96, "none")]}
 
 
 # ---------------------------------------------------------------- part 1: server stages

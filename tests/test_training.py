@@ -540,6 +540,22 @@ def test_fine_tuning_widens_a_shipped_checkpoint():
         initial_weights("coherent-2d", get_config("tiny-2d"))
 
 
+def test_fine_tuning_a_checkpoint_into_its_flip_averaged_model_keeps_the_weights():
+    """--init coherent-2d-elastic into small-2d-elastic-sym takes the weights as they are, so the
+    new model starts as the flip average ½[f(φ) + 1 − f(1 − φ)] of the shipped one."""
+    from crane_viz.nn.model import CRNN, get_config
+    from crane_viz.training.loop import initial_weights
+
+    plain = load_checkpoint("coherent-2d-elastic").model
+    sym = CRNN(get_config("small-2d-elastic-sym"))
+    sym.load_state_dict(initial_weights("coherent-2d-elastic", get_config("small-2d-elastic-sym")))
+    phi, cond = 0.5 + 0.1 * torch.rand(1, 16, 16), torch.tensor([[0.01]])
+    with torch.inference_mode():
+        expected = 0.5 * (plain(phi, None, cond)[0] + 1 - plain(1 - phi, None, cond)[0])
+        # float32 round-off of one batch of 2 against two of 1 (2·10⁻⁶ seen); other weights: ~10⁻²
+        torch.testing.assert_close(sym(phi, None, cond)[0], expected, rtol=0, atol=1e-5)
+
+
 def test_pixel_horizon_scores_pointwise_errors_only_up_to_its_frame():
     """--pixel-horizon N: an error in a window's frames after N costs nothing pointwise (only the
     F/V term sees it), one at or before N costs what it did; `first_frame` shifts the count."""

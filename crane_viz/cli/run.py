@@ -37,7 +37,7 @@ def build_session(settings: RunSettings) -> tuple[Session, object]:
     device = resolve_device(settings.device)
     ckpt = load_checkpoint(settings.checkpoint)
     preset = ckpt.preset
-    for message in settings.check(preset, ckpt.grid_scale, ckpt.model_config.channels):
+    for message in settings.check(preset, ckpt.grid_scale, ckpt.model_config.channels * ckpt.model_config.batch_factor):
         warn(message)
     size = settings.size or preset.size
     phi0 = settings.initial_field(size, preset.dim)

@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     check_output_path(args.out, args.overwrite, ())
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
-    settings.check(ckpt.dim, ckpt.grid_scale, ckpt.model_config.channels)
+    settings.check(ckpt.dim, ckpt.grid_scale, ckpt.model_config.channels * ckpt.model_config.batch_factor)
     bar = tqdm(total=settings.frames, unit="frame", desc="stability", disable=None)
 
     def progress(done, total):

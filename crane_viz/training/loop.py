@@ -435,8 +435,9 @@ def can_widen(saved, target) -> bool:
 
 def initial_weights(name: str, model_cfg) -> dict:
     """Weights to fine-tune: a checkpoint (name or folder), or a run's `train_state.pt` (its last
-    finished epoch). The architecture must be the one being trained, or the same with a smaller
-    kernel or fewer input features (its weights are widened by `widen`)."""
+    finished epoch). The architecture must be the one being trained, the same with or without
+    flip averaging (the same weights), or the same with a smaller kernel or fewer input features
+    (its weights are widened by `widen`)."""
     from ..nn.checkpoint import load_checkpoint
 
     if name.endswith(".pt"):
@@ -445,7 +446,7 @@ def initial_weights(name: str, model_cfg) -> dict:
     else:
         ckpt = load_checkpoint(name)
         saved, weights = ckpt.model_config, ckpt.model.state_dict()
-    if saved == model_cfg:
+    if replace(saved, symmetric=model_cfg.symmetric) == model_cfg:
         return weights
     if can_widen(saved, model_cfg):
         return widen(weights, CRNN(model_cfg))

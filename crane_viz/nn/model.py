@@ -379,16 +379,21 @@ class CRNN(nn.Module):
 
     def _flip_averaged(self, phi: torch.Tensor, hidden: tuple | None,
                        conditions: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
-        """½[f(φ) + 1 − f(1 − φ)], the two branches one batch of 2B with their own hidden states.
+        """½[f(φ) + 1 − f(1 − φ)], each branch with its own hidden state (stacked: 2B along batch).
 
         φ → 1 − φ is a symmetry of the free energy (w and the elastic energy are even in φ − ½),
         which augmentation teaches only approximately: the shipped 2D model grew a mixture at
         ⟨φ⟩ and its mirror at 1 − ⟨φ⟩ differently (README, "Flip-averaged"). Averaging removes the
-        odd part of the error exactly; both branches conserve mass, so the average does too."""
+        odd part of the error exactly; both branches conserve mass, so the average does too. The
+        branches run one after the other: one batch of 2B cost 2.7× a plain step at 128² on CPU
+        (out of cache), two batches of B 2.1×."""
         b = phi.shape[0]
-        cond = None if conditions is None else torch.cat([conditions, conditions])
-        out, hidden = self._step(torch.cat([phi, 1 - phi]), hidden, cond)
-        return 0.5 * (out[:b] + (1 - out[b:])), hidden
+        ours = theirs = None
+        if hidden is not None:
+            ours, theirs = tuple(h[:b] for h in hidden), tuple(h[b:] for h in hidden)
+        out, ours = self._step(phi, ours, conditions)
+        mirrored, theirs = self._step(1 - phi, theirs, conditions)
+        return 0.5 * (out + (1 - mirrored)), tuple(torch.cat(pair) for pair in zip(ours, theirs))
 
     def _step(self, phi: torch.Tensor, hidden: tuple | None,
               conditions: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:

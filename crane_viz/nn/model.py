@@ -131,7 +131,7 @@ REGISTRY: dict[str, CRNNConfig] = {
     "small-2d": CRNNConfig(dim=2, channels=16, kernel=3, head="potential", **_MISFIT),
     # small-2d plus the elastic potential of the coherent-2d preset as an input channel
     "small-2d-elastic": CRNNConfig(dim=2, channels=16, kernel=3, head="potential", **_ELASTIC),
-    # the same, flip-averaged: exactly equivariant under φ → 1 − φ at twice the cost per step
+    # the same, flip-averaged: exactly equivariant under φ → 1 − φ at 1.6–2× the cost per step
     "small-2d-elastic-sym": CRNNConfig(dim=2, channels=16, kernel=3, head="potential", symmetric=True, **_ELASTIC),
     "small-3d": CRNNConfig(dim=3, channels=8, kernel=3, head="flux"),
     # small-3d plus the plain-3d preset's chemical potential as an input channel
@@ -385,8 +385,8 @@ class CRNN(nn.Module):
         which augmentation teaches only approximately: the shipped 2D model grew a mixture at
         ⟨φ⟩ and its mirror at 1 − ⟨φ⟩ differently (README, "Flip-averaged"). Averaging removes the
         odd part of the error exactly; both branches conserve mass, so the average does too. The
-        branches run one after the other: one batch of 2B cost 2.7× a plain step at 128² on CPU
-        (out of cache), two batches of B 2.1×."""
+        branches run one after the other: at 128² on CPU (1 thread, a loaded machine) one batch of
+        2B cost 2.7× a plain step (out of cache), two batches of B 2.1×."""
         b = phi.shape[0]
         ours = theirs = None
         if hidden is not None:

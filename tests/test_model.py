@@ -311,3 +311,16 @@ def test_flip_averaged_model_is_equivariant_under_phi_to_one_minus_phi(name):
         gap = float((rollout_of(model, 1 - phi) - (1 - rollout_of(model, phi))).abs().max())
         assert low <= gap <= high, (model.config.symmetric, gap)
     torch.testing.assert_close(spatial_mean(rollout_of(symmetric, phi)[-1]), spatial_mean(phi), rtol=0, atol=1e-12)
+
+
+def test_cached_physics_tables_made_during_inference_serve_training_too():
+    """The spectral grid and trB tables are cached; made first under inference_mode (the explorer
+    playing) they must still serve a training loss with autograd (its Training tab, same process)."""
+    from crane_viz.physics.equations import elastic_kernel, grad_sq_mean_spectral, spectral_grid
+
+    spectral_grid.cache_clear(), elastic_kernel.cache_clear()
+    with torch.inference_mode():
+        grad_sq_mean_spectral(torch.rand(1, 12, 12), 2)  # a shape no other test caches first
+    phi = torch.rand(1, 12, 12, requires_grad=True)
+    grad_sq_mean_spectral(phi, 2).sum().backward()
+    assert phi.grad is not None and torch.isfinite(phi.grad).all()

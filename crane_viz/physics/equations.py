@@ -95,6 +95,7 @@ class SpectralGrid:
 
 
 @lru_cache(maxsize=32)
+@torch.inference_mode(False)  # cached for later autograd use too: never an inference tensor
 def spectral_grid(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> SpectralGrid:
     """Precompute q², n and Parseval weights for a periodic grid of `shape` (spacing 1)."""
     axes = []
@@ -139,6 +140,7 @@ def tr_b(n: torch.Tensor, c11: float, c12: float, c44: float) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
+@torch.inference_mode(False)  # cached for later autograd use too: never an inference tensor
 def elastic_kernel(shape: tuple[int, ...], c11: float, c12: float, c44: float,
                    dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """trB(q/|q|) on the rfft half-spectrum of `shape`, with trB(q = 0) = 0."""

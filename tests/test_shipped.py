@@ -90,7 +90,7 @@ GROWTH = {
     # against the reference's 0.661)
     "coherent-2d-elastic": {("<10>", 0.0): 1.511, ("<10>", 0.006): 1.351, ("<10>", 0.01): 1.107,
                             ("<11>", 0.0): 1.562, ("<11>", 0.006): 1.206, ("<11>", 0.01): 0.841},
-    # flip averaging leaves the single modes about ½ where they were (2026-12-07)
+    # flip averaging leaves the single modes about ⟨φ⟩ = ½ where they were (2026-12-07)
     "coherent-2d-elastic-sym": {("<10>", 0.0): 1.507, ("<10>", 0.006): 1.348, ("<10>", 0.01): 1.107,
                                 ("<11>", 0.0): 1.558, ("<11>", 0.006): 1.204, ("<11>", 0.01): 0.843},
     "plain-3d": {("<100>", 0.0): 1.672, ("<111>", 0.0): 1.633},

@@ -273,7 +273,7 @@ BASE = {
     "train": ["train", "--data", "{data}", "--out", "{dir}/t", "--model", "tiny-2d", "--epochs", "1"],
     "evaluate": ["evaluate", "coherent-2d", "--out", "{dir}/ev"],
     "stability": ["stability", "plain-3d", "--size", "8", "--frames", "2", "--out", "{dir}/st.json"],
-    "phase-diagram": ["phase-diagram", "--points", "2", "--size", "16", "--horizon", "2", "--out", "{dir}/p.csv"],
+    "phase-diagram": ["phase-diagram", "--points", "2", "--size", "16", "--horizon", "5", "--out", "{dir}/p.csv"],
     "export": ["export"],
     "jobs": ["jobs"],
 }

@@ -15,14 +15,16 @@ from ..analysis.phase import points_from_files, run_sweep
 from ..device import add_device_option
 from ..errors import InputError
 from ..io.files import check_output_path
-from ..settings import DEFAULT_CHECKPOINT, SweepSettings, resolve_device
+from ..settings import DEFAULT_SWEEP_CHECKPOINT, SweepSettings, resolve_device
 from .common import add_param_options, given
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("phase-diagram", help="sweep (⟨φ⟩, η) points and classify the outcome",
                        description=__doc__)
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="η-conditioned 2D checkpoint (name or folder)")
+    p.add_argument("--checkpoint", default=DEFAULT_SWEEP_CHECKPOINT,
+                   help="η-conditioned 2D checkpoint, name or folder (default: the sweep model "
+                        f"{DEFAULT_SWEEP_CHECKPOINT}, 5 τ per step: --horizon in multiples of 5)")
     add_param_options(p, SweepSettings)
     p.add_argument("--init-fields", default=None, help="B × N × N initial fields (.npy) instead of Perlin points")
     p.add_argument("--params", default=None, help="CSV with columns mean, eta (one row per --init-fields field)")

@@ -32,7 +32,7 @@ WORK_ARRAYS = 24  # float32 fields of grid size an engine step keeps alive, for 
 # first choice and the CLI's default checkpoint
 DEFAULT_CHECKPOINT = "coherent-2d-elastic"
 # the shipped sweep model: 5 τ per step and flip-averaged, it answers a 500-point sweep at 128² to
-# 100 τ in ≈ 8 min of one CPU thread at 99 % agreement with the reference (its card)
+# 100 τ in 7–8 min of one CPU thread at 99 % agreement with the reference (its card)
 DEFAULT_SWEEP_CHECKPOINT = "coherent-2d-coarse5"
 
 

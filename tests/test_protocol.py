@@ -147,9 +147,9 @@ def test_learning_curve_evaluates_each_snapshot_once(tmp_path, capsys):
     assert "--snapshot-every" in capsys.readouterr().err
 
 
-def test_stability_command_reports_a_sane_model_and_catches_a_diverging_one(tmp_path):
+def test_stability_command_reports_a_sane_model_and_catches_a_diverging_one(tmp_path, capsys):
     """`crane-viz stability` on the shipped plain-3d (8³, 20 frames): rows at the asked frames,
-    fields in range, mass to round-off, F/V falling; the same checkpoint with weights scaled ×50
+    printed in order as they are made (a run of hours shows its state in a log), fields in range, mass to round-off, F/V falling; the same checkpoint with weights scaled ×50
     leaves the range, diverges, and the rollout stops there instead of running on."""
     import dataclasses
 
@@ -161,6 +161,12 @@ def test_stability_command_reports_a_sane_model_and_catches_a_diverging_one(tmp_
                  "--device", "cpu", "--out", str(out)]) == 0
     good = json.loads(out.read_text())
     assert [r["frame"] for r in good["rows"]] == [0, 10, 20]
+    printed = capsys.readouterr().out
+    assert printed.index("frame 0 ") < printed.index("frame 10 ") < printed.index("frame 20 ") < printed.index("wrote")
+    events = []
+    long_rollout(load_checkpoint("plain-3d"), StabilitySettings(size=8, frames=12, report_every=5),
+                 progress=lambda done, total: events.append(done), on_row=lambda row: events.append(f"row {row['frame']}"))
+    assert events.index("row 5") == events.index(5) - 1 and events.index("row 10") < events.index(11)
     assert good["first_frame_out_of_range"] == good["first_frame_diverged"] == [-1] * 4
     assert max(r["max_mass_drift"] for r in good["rows"]) < 1e-6
     assert all(np.array(good["rows"][-1]["f_over_v"]) < np.array(good["rows"][0]["f_over_v"]))

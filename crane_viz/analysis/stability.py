@@ -42,10 +42,12 @@ def _first(frames: np.ndarray, hit: np.ndarray, frame: int) -> np.ndarray:
 
 
 def long_rollout(ckpt: Checkpoint, settings: StabilitySettings, device="cpu",
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+                 progress: Callable[[int, int], None] | None = None,
+                 on_row: Callable[[dict], None] | None = None) -> dict:
     """Roll `settings.cases` cases out for `settings.frames` frames; rows of per-case extremes,
-    F/V and mass drift every `report_every` frames, the first frame each case left
-    SANE_RANGE or diverged, and the largest rise of F/V over all frames (`largest_energy_rise`).
+    F/V and mass drift every `report_every` frames (each also handed to `on_row` as it is made,
+    so a run of hours shows its state in a log), the first frame each case left SANE_RANGE or
+    diverged, and the largest rise of F/V over all frames (`largest_energy_rise`).
     Stops early once every case has diverged."""
     phi0 = initial_fields(settings, ckpt.dim)
     eta = settings.eta_percent / 100 if "misfit" in ckpt.conditions else ckpt.preset.misfit
@@ -68,6 +70,8 @@ def long_rollout(ckpt: Checkpoint, settings: StabilitySettings, device="cpu",
             rows.append({"frame": frame, "time": float(state.time), "max": high.tolist(), "min": low.tolist(),
                          "f_over_v": energy[-1].tolist(), "max_mass_drift": float(np.abs(mass - mass0).max()),
                          "seconds": time.perf_counter() - started})
+            if on_row is not None:
+                on_row(rows[-1])
         if progress is not None:
             progress(frame, settings.frames)
         if done:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from tqdm import tqdm
 
@@ -45,11 +46,13 @@ def main(args: argparse.Namespace) -> int:
             bar.n = done
             bar.refresh()
 
-    summary = long_rollout(ckpt, settings, device, progress)
+    def report(row):
+        bar.write(f"frame {row['frame']} (t = {row['time']:g}): max φ {_fmt(row['max'])}, min φ {_fmt(row['min'])}, "
+                  f"F/V {_fmt(row['f_over_v'])}, mass drift {row['max_mass_drift']:.1e} ({row['seconds']:.0f} s)")
+        sys.stdout.flush()
+
+    summary = long_rollout(ckpt, settings, device, progress, report)
     bar.close()
-    for row in summary["rows"]:
-        print(f"frame {row['frame']} (t = {row['time']:g}): max φ {_fmt(row['max'])}, min φ {_fmt(row['min'])}, "
-              f"F/V {_fmt(row['f_over_v'])}, mass drift {row['max_mass_drift']:.1e} ({row['seconds']:.0f} s)")
     print(f"first frame outside {SANE_RANGE}: {summary['first_frame_out_of_range']} (−1: never); "
           f"diverged: {summary['first_frame_diverged']}; largest F/V rise "
           f"{100 * summary['largest_energy_rise']:.3g} % of F(0)")

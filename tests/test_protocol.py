@@ -149,8 +149,9 @@ def test_learning_curve_evaluates_each_snapshot_once(tmp_path, capsys):
 
 def test_stability_command_reports_a_sane_model_and_catches_a_diverging_one(tmp_path, capsys):
     """`crane-viz stability` on the shipped plain-3d (8³, 20 frames): rows at the asked frames,
-    printed in order as they are made (a run of hours shows its state in a log), fields in range, mass to round-off, F/V falling; the same checkpoint with weights scaled ×50
-    leaves the range, diverges, and the rollout stops there instead of running on."""
+    printed in order as they are made (a run of hours shows its state in a log), fields in range,
+    mass to round-off, F/V falling; the same checkpoint with weights scaled ×50 leaves the range,
+    diverges, and the rollout stops there instead of running on."""
     import dataclasses
 
     from crane_viz.analysis.stability import long_rollout

@@ -103,9 +103,14 @@ def test_augmentation_preserves_mass_and_z2():
 def test_generate_train_checkpoint_end_to_end(data, tmp_path, capsys):
     code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "tiny-2d",
                  "--epochs", "2", "--ramp", "1", "--batch", "3", "--name", "tiny"])
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and [r["given"] for r in log] == [4, 1]
+    # without a terminal (a nohup log) each epoch shows its first and last batch and its losses
+    lines = printed.out.splitlines()
+    assert lines[:3] == ["batch 1/2 of epoch 1/2", "batch 2/2 of epoch 1/2", lines[2]]
+    assert lines[2].startswith("epoch 1/2: train loss") and "batch 1/2 of epoch 2/2" in lines
     ck = load_checkpoint(tmp_path / "run" / "best")
     assert ck.name == "tiny" and ck.config["training"]["grid"] == 16
     assert ck.config["dataset"]["sequences"] == 6 and len(ck.config["dataset"]["sha256"]) == 64

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from tqdm import tqdm
 
@@ -10,6 +11,8 @@ from ..device import add_device_option
 from ..settings import resolve_device
 from ..training.loop import TrainConfig, train
 from .common import add_param_options, given
+
+LOG_EVERY_S = 60.0  # without a terminal (nohup, a log file), a batch line at most this often
 
 
 def add_parser(sub) -> None:
@@ -26,13 +29,24 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**given(args, TrainConfig))
     bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"train {cfg.model}", disable=None)
+    postfix, logged = {}, [0.0]
+
+    def on_batch(done, total):
+        postfix["batch"] = f"{done}/{total}"
+        bar.set_postfix(postfix)
+        if bar.disable and (done == 1 or done == total or time.monotonic() - logged[0] >= LOG_EVERY_S):
+            print(f"batch {done}/{total} of epoch {bar.n + 1}/{cfg.epochs}", flush=True)
+            logged[0] = time.monotonic()
 
     def on_epoch(rec):
         bar.n = rec["epoch"]
-        bar.set_postfix(train=f"{rec['train_loss']:.2e}", val=f"{rec['val_loss']:.2e}",
-                        horizon=rec["horizon"])
+        postfix.update(train=f"{rec['train_loss']:.2e}", val=f"{rec['val_loss']:.2e}", horizon=rec["horizon"])
+        bar.set_postfix(postfix)
+        if bar.disable:
+            print(f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.3e}, val loss "
+                  f"{rec['val_loss']:.3e}, {rec['hours']:.2f} h of training", flush=True)
     record = train(args.data, args.out, cfg, name=args.name, resume=args.resume,
-                   device=resolve_device(args.device), on_epoch=on_epoch)
+                   device=resolve_device(args.device), on_epoch=on_epoch, on_batch=on_batch)
     bar.close()
     if record.get("interrupted"):
         print(f"interrupted in epoch {record['epoch'] + 1} after batch {record['batches']} of {record['of']}; "

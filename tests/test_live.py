@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from crane_viz.errors import InputError
 from crane_viz.live.controller import ExplorerSettings, LiveRun
@@ -167,6 +168,29 @@ def test_the_status_line_says_when_a_shipped_model_runs_past_its_training_sequen
     live.settings.frames_per_update = 1
     live.step()
     assert "t = 105 τ is past the 100 τ of this model's training sequences" in live.describe()
+    live.close()
+
+
+def test_the_status_line_says_when_the_surrogate_raises_the_free_energy():
+    """A surrogate whose F/V rises (here one that jumps back from a coarsened field to the mixed
+    start: test_session) is flagged on the status line, where a user reads the run's warnings."""
+    from test_session import Replay
+
+    from crane_viz.engines import SpectralSolver
+
+    settings = ExplorerSettings(model="untrained small-2d", size=32, reference="none", frames_per_update=1)
+    live = LiveRun(settings, lambda frames, generation: None)
+    s = live.session
+    solver = SpectralSolver(s.preset, misfit=s.misfit)
+    state = solver.init_state(torch.as_tensor(s.phi0)[None])
+    for _ in range(10):
+        state = solver.step(state)
+    s.surrogate = Replay([state.phi[0].numpy(), s.phi0])
+    s.reset()
+    live.step()
+    assert "F/V rose" not in live.describe()
+    live.step()
+    assert "Cahn–Hilliard flow never raises F, so it has left the physics" in live.describe()
     live.close()
 
 

@@ -1,5 +1,7 @@
 """The side-by-side session and `crane-viz run`, with an untrained model (trained ones: test_shipped)."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -127,6 +129,78 @@ def test_horizon_note_from_the_frame_past_the_training_sequences():
     bare = Session(tiny_surrogate(), field(), P2, misfit=0.006, device=torch.device("cpu"))
     bare.step()
     assert bare.training_span is None and bare.horizon_note() is None
+
+
+class Replay:
+    """An engine that steps through given fields (a model whose output is known)."""
+
+    name, dim, frame_time, grid_scale = "replay", 2, 1.0, 1
+
+    def __init__(self, fields):
+        self.fields = fields
+
+    def init_state(self, phi):
+        return State(phi=phi, time=0.0, frame=0, hidden=None)
+
+    def step(self, state):
+        phi = torch.as_tensor(self.fields[state.frame], dtype=state.phi.dtype)[None]
+        return State(phi=phi, time=state.time + 1, frame=state.frame + 1, hidden=None)
+
+
+def test_energy_note_once_the_surrogate_raises_the_free_energy():
+    """A surrogate that goes from a coarsened field back to the mixed start raises F/V: noted with
+    the rise in units of F(0) and its frame; the reference solver's own rollout never is, nor is a
+    rise the user's edit made."""
+    phi0 = field()
+    spectral = SpectralSolver(P2, misfit=0.006)
+    state = spectral.init_state(torch.as_tensor(phi0)[None])
+    for _ in range(10):
+        state = spectral.step(state)
+    later = state.phi[0].numpy()
+    s = Session(Replay([later, phi0]), phi0, P2, misfit=0.006, device=torch.device("cpu"))
+    f = [s.measure()["surrogate_energy_total"]]
+    s.step()
+    f.append(s.history[-1]["surrogate_energy_total"])
+    assert f[1] < f[0] and s.energy_note() is None
+    s.step()
+    assert s.energy_rise == pytest.approx((f[0] - f[1]) / f[0], rel=1e-4) and s.energy_rise > 0.01
+    assert s.energy_note().startswith(f"the surrogate's F/V rose by {100 * s.energy_rise:.1f} % of F(0) "
+                                      f"(largest at frame 2)")
+    s.reset()
+    assert s.energy_note() is None
+
+    physical = Session(SpectralSolver(P2, misfit=0.006), phi0, P2, misfit=0.006, device=torch.device("cpu"))
+    for _ in range(3):
+        physical.step()
+    physical.edit(np.asarray(phi0) - physical.current().surrogate)  # back to the start: F jumps up
+    for _ in range(3):
+        physical.step()
+    assert physical.energy_rise < 1e-6 and physical.energy_note() is None
+
+
+def test_run_cli_warns_and_records_a_free_energy_rise(tmp_path, monkeypatch, capsys):
+    """`crane-viz run` says on stderr and in the file's `warnings` when the surrogate raised F/V."""
+    import crane_viz.cli.run as run_cli
+
+    real = run_cli.build_session
+
+    def replayed(settings):
+        session, ckpt = real(settings)
+        state = session.reference.init_state(torch.as_tensor(session.phi0)[None])
+        for _ in range(10):
+            state = session.reference.step(state)
+        session.surrogate = Replay([state.phi[0].numpy(), session.phi0])
+        session.reset()
+        return session, ckpt
+
+    monkeypatch.setattr(run_cli, "build_session", replayed)
+    out = tmp_path / "run.h5"
+    assert main(["run", "--checkpoint", "coherent-2d", "--reference", "spectral", "--size", "32",
+                 "--frames", "2", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Cahn–Hilliard flow never raises F" in err
+    with h5py.File(out) as f:
+        assert any("Cahn–Hilliard flow never raises F" in w for w in json.loads(f.attrs["warnings"]))
 
 
 def test_run_cli_writes_documented_file(tmp_path, monkeypatch, capsys):

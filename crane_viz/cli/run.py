@@ -78,17 +78,18 @@ def main(args: argparse.Namespace) -> int:
         for key in (session.history[0] if session.history else {}):
             group.create_dataset(key, data=[row[key] for row in session.history])
         chosen = settings.describe()
+        notes = [note for note in (session.horizon_note(), session.energy_note()) if note]
         write_attrs(h5, {**chosen, "checkpoint": ckpt.name,
                          "checkpoint_path": str(ckpt.path), "config_sha256": config_hash(ckpt.config),
                          "preset": ckpt.preset.name, "size": int(session.phi0.shape[0]),
                          "eta": session.misfit, "comparison_grid": list(session.comparison_grid),
                          "grid_scale": session.scale, "device": str(session.device),
-                         "stop_reason": session.stop_reason or "", "warnings": session.warnings,
+                         "stop_reason": session.stop_reason or "", "warnings": session.warnings + notes,
                          **provenance()})
         h5.close()
     done = len(session.history)
     print(f"wrote {out} ({done} frames; surrogate on {session.comparison_grid}, "
           f"reference {settings.reference})")
-    if session.stop_reason:
-        warn(session.stop_reason)
+    for message in notes + ([session.stop_reason] if session.stop_reason else []):
+        warn(message)
     return 0

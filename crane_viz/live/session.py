@@ -20,6 +20,10 @@ from ..engines.base import BLOW_UP_RANGE, Engine, State, diverged
 from ..engines.surrogate import downsample
 from ..physics.presets import Preset
 
+# a rise of the surrogate's F/V above its running minimum by this fraction of F(0) is noted: Cahn–
+# Hilliard flow never raises F, so the model has left the physics there (plain-3d at 64³ after 2000 τ)
+ENERGY_RISE_NOTE = 0.01
+
 
 @dataclass
 class Frame:
@@ -75,6 +79,8 @@ class Session:
         self.stop_reason = None
         self.warnings = self._range_warnings()
         self.history: list[dict[str, float]] = []
+        self._energy0 = self._energy_min = self._surrogate_energy()
+        self.energy_rise, self.energy_rise_frame = 0.0, 0
 
     @property
     def scale(self) -> int:
@@ -111,6 +117,7 @@ class Session:
         if self._ref is not None:
             self._ref = State(phi=self._ref.phi + d, time=self._ref.time, frame=self._ref.frame,
                               hidden=self._ref.hidden)
+        self._energy_min = self._surrogate_energy()  # the edit's change of F is the user's, not the model's
 
     def current(self) -> Frame:
         """The current frame (fields and the metrics measured so far), without stepping."""
@@ -135,6 +142,7 @@ class Session:
                                     f"outside {BLOW_UP_RANGE}); stopped")
                 return None
         values = self.measure()
+        self._track_energy(values["surrogate_energy_total"])
         values["surrogate_ms"] = sur_ms
         values["reference_ms"] = ref_ms if self._ref is not None else float("nan")
         self.history.append(values)
@@ -179,6 +187,25 @@ class Session:
         out["mae"] = float(metrics.mae(ref_c, sur, self.dim))
         out["delta"] = float(metrics.interface_displacement(ref_c, sur, self.dim)) * self.scale
         return out
+
+    def _surrogate_energy(self) -> float:
+        return _energy("surrogate", self._sur.phi, self.preset, self.misfit, self.scale)["surrogate_energy_total"]
+
+    def _track_energy(self, energy: float) -> None:
+        """The largest rise of the surrogate's F/V above its running minimum, in units of |F(0)|
+        (`analysis.evaluation.largest_energy_rise`, frame by frame), and the frame it was seen."""
+        self._energy_min = min(self._energy_min, energy)
+        rise = (energy - self._energy_min) / max(abs(self._energy0), 1e-30)
+        if rise > self.energy_rise:
+            self.energy_rise, self.energy_rise_frame = rise, self._sur.frame
+
+    def energy_note(self) -> str | None:
+        """Once the surrogate's F/V has risen by more than ENERGY_RISE_NOTE of F(0): a picture that
+        may still look plausible is no longer Cahn–Hilliard flow."""
+        if self.energy_rise <= ENERGY_RISE_NOTE:
+            return None
+        return (f"the surrogate's F/V rose by {100 * self.energy_rise:.1f} % of F(0) (largest at frame "
+                f"{self.energy_rise_frame}); Cahn–Hilliard flow never raises F, so it has left the physics")
 
     @property
     def training_span(self) -> float | None:

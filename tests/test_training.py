@@ -111,6 +111,14 @@ def test_generate_train_checkpoint_end_to_end(data, tmp_path, capsys):
     lines = printed.out.splitlines()
     assert lines[:3] == ["batch 1/2 of epoch 1/2", "batch 2/2 of epoch 1/2", lines[2]]
     assert lines[2].startswith("epoch 1/2: train loss") and "batch 1/2 of epoch 2/2" in lines
+    # resumed after its first epoch, a run counts on from the second
+    (tmp_path / "run" / "log.jsonl").write_text(json.dumps(log[0]) + "\n")
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    state["epoch"] = 1
+    torch.save(state, tmp_path / "run" / "train_state.pt")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "tiny-2d",
+                 "--epochs", "2", "--ramp", "1", "--batch", "3", "--name", "tiny", "--resume"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "batch 1/2 of epoch 2/2"
     ck = load_checkpoint(tmp_path / "run" / "best")
     assert ck.name == "tiny" and ck.config["training"]["grid"] == 16
     assert ck.config["dataset"]["sequences"] == 6 and len(ck.config["dataset"]["sha256"]) == 64

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..device import add_device_option
 from ..settings import resolve_device
-from ..training.loop import TrainConfig, train
+from ..training.loop import LOG_FILE, TrainConfig, read_log, train
 from .common import add_param_options, given
 
 LOG_EVERY_S = 60.0  # without a terminal (nohup, a log file), a batch line at most this often
@@ -28,7 +29,9 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**given(args, TrainConfig))
-    bar = tqdm(total=cfg.epochs, unit="epoch", desc=f"train {cfg.model}", disable=None)
+    # a resumed run continues after the epochs its log holds (as the training worker counts them)
+    finished = len(read_log(Path(args.out) / LOG_FILE)) if args.resume else 0
+    bar = tqdm(total=cfg.epochs, initial=finished, unit="epoch", desc=f"train {cfg.model}", disable=None)
     postfix, logged = {}, [0.0]
 
     def on_batch(done, total):

@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
         for key in (session.history[0] if session.history else {}):
             group.create_dataset(key, data=[row[key] for row in session.history])
         chosen = settings.describe()
-        notes = [note for note in (session.horizon_note(), session.energy_note()) if note]
+        notes = session.notes()
         write_attrs(h5, {**chosen, "checkpoint": ckpt.name,
                          "checkpoint_path": str(ckpt.path), "config_sha256": config_hash(ckpt.config),
                          "preset": ckpt.preset.name, "size": int(session.phi0.shape[0]),

@@ -252,7 +252,7 @@ class LiveRun:
         dim = self.info["dim"]
         if self.settings.size > MAX_SIDE[dim]:
             parts.append(f"{dim}D runs at most {MAX_SIDE[dim]} points per side here, not {self.settings.size}")
-        notes = [note for note in (s.horizon_note(), s.energy_note(), s.stop_reason) if note]
+        notes = s.notes() + ([s.stop_reason] if s.stop_reason else [])
         return " · ".join(parts + s.warnings + notes)
 
     # ---------------------------------------------------------------- control

@@ -207,6 +207,11 @@ class Session:
         return (f"the surrogate's F/V rose by {100 * self.energy_rise:.1f} % of F(0) (largest at frame "
                 f"{self.energy_rise_frame}); Cahn–Hilliard flow never raises F, so it has left the physics")
 
+    def notes(self) -> list[str]:
+        """What the run has shown since its start that a user should read beside the picture: past
+        the training sequences' span, or a free-energy rise (the status line, `run`'s warnings)."""
+        return [note for note in (self.horizon_note(), self.energy_note()) if note]
+
     @property
     def training_span(self) -> float | None:
         """τ covered by the sequences of the surrogate's last training stage (None: unknown)."""

@@ -22,10 +22,10 @@ from crane_viz.physics.initial import as_batch, perlin_field
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 # name: (reference grid, frames, Perlin amplitude and cells, [(mean, eta, seed, MAE bound)], baseline fraction)
 # bounds: measured with this file's cases (coherent-2d 2026-11-25: 0.152, 0.041; coherent-2d-elastic
-# 2026-12-07, stage 8: 0.0228, 0.0285; plain-3d 2026-12-07, stage 9: 0.1392, 0.0735), × 1.25
+# 2026-12-07, stage 9: 0.0212, 0.0314; plain-3d 2026-12-07, stage 9: 0.1392, 0.0735), × 1.25
 CASES = {
     "coherent-2d": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.19), (0.42, 0.002, 12, 0.051)], 0.5),
-    "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.028), (0.42, 0.002, 12, 0.036)], 0.5),
+    "coherent-2d-elastic": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.027), (0.42, 0.002, 12, 0.039)], 0.5),
     # stage 8 flip-averaged and fine-tuned (2026-12-07: 0.0213, 0.0276, × 1.25)
     "coherent-2d-elastic-sym": (32, 20, (0.1, 4), [(0.5, 0.006, 11, 0.027), (0.42, 0.002, 12, 0.035)], 0.5),
     "plain-3d": (16, 20, (0.1, 4), [(0.5, 0.0, 21, 0.174), (0.42, 0.0, 22, 0.092)], 0.5),
@@ -87,10 +87,10 @@ def test_run_with_the_shipped_2d_checkpoint_writes_the_documented_file(tmp_path,
 GROWTH = {
     "coherent-2d": {("<10>", 0.0): 1.514, ("<10>", 0.006): 1.277, ("<10>", 0.01): 1.070,
                     ("<11>", 0.0): 1.573, ("<11>", 0.006): 1.309, ("<11>", 0.01): 1.072},
-    # the elastic input more than halves the ⟨11⟩ error at η = 1 % (stage 8, 2026-12-07: 0.841
-    # against the reference's 0.661)
-    "coherent-2d-elastic": {("<10>", 0.0): 1.511, ("<10>", 0.006): 1.351, ("<10>", 0.01): 1.107,
-                            ("<11>", 0.0): 1.562, ("<11>", 0.006): 1.206, ("<11>", 0.01): 0.841},
+    # the elastic input more than halves the ⟨11⟩ error at η = 1 % (stage 9, 2026-12-07 evening: 0.830
+    # against the reference's 0.661; stage 8 0.841)
+    "coherent-2d-elastic": {("<10>", 0.0): 1.529, ("<10>", 0.006): 1.360, ("<10>", 0.01): 1.107,
+                            ("<11>", 0.0): 1.582, ("<11>", 0.006): 1.208, ("<11>", 0.01): 0.830},
     # flip averaging leaves the single modes about ⟨φ⟩ = ½ where they were (2026-12-07)
     "coherent-2d-elastic-sym": {("<10>", 0.0): 1.507, ("<10>", 0.006): 1.348, ("<10>", 0.01): 1.107,
                                 ("<11>", 0.0): 1.558, ("<11>", 0.006): 1.204, ("<11>", 0.01): 0.843},
